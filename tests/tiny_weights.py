@@ -1,0 +1,257 @@
+"""Tiny WAN 2.2 I2V weights, built with ComfyUI's own model classes, for real runs on CPU.
+
+ComfyUI 0.8.0 derives every WAN dimension from tensor shapes, so a model with the
+production layout and tiny sizes runs through the same code as the 14B one:
+
+* UNETs (high- and low-noise): WAN 2.1 layout, dim 128 (one 128-wide head), in_dim 36
+  (16 latent + 4 mask + 16 image channels, as in WAN 2.2 I2V A14B), 2 blocks, no img_emb.
+  Written as fp16 ``.safetensors`` and as GGUF (F16, Q8_0, Q5_0) with the ``gguf`` writer,
+  the 5-D ``patch_embedding.weight`` kept F32 as the usual converters store it.
+* VAE: Wan 2.1 layout with dim 8 (ComfyUI reads it from ``decoder.head.0.gamma``).
+* umt5: 2 layers, d_model 4096 (the width WAN's ``text_embedding`` expects), a
+  sentencepiece vocabulary of 512 trained here, stored in ``spiece_model`` as ComfyUI's
+  repackaged encoders do.
+* LoRA: LightX2V layout (``diffusion_model.<module>.lora_down/lora_up/alpha`` plus ``diff_b``).
+
+Run ``python -m tests.tiny_weights OUT_DIR`` (ComfyUI found as ``worker.comfyui_home`` does);
+an index ``tiny_weights.json`` with sizes and sha256 is written beside the files. Output is
+deterministic and cached: a second call with the same SPEC_VERSION does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+SPEC_VERSION = 3
+INDEX_NAME = "tiny_weights.json"
+
+UNET = dict(dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=36, out_dim=16, text_dim=4096, freq_dim=256)
+VAE_DIM = 8
+UMT5 = dict(d_model=4096, d_kv=32, num_heads=2, d_ff=128, num_layers=2, vocab_size=512)
+LORA_RANK = 4
+GGUF_UNET_TYPES = ("F16", "Q8_0", "Q5_0")
+
+FILES = {
+    "unet_high": "wan22_i2v_high_noise_tiny.safetensors",
+    "unet_low": "wan22_i2v_low_noise_tiny.safetensors",
+    "vae": "wan21_vae_tiny.safetensors",
+    "umt5": "umt5_tiny.safetensors",
+    "lora": "lightx2v_tiny_lora.safetensors",
+}
+
+
+def gguf_name(stage: str, qtype: str) -> str:
+    """File name of a tiny GGUF UNET, e.g. ``wan22_i2v_high_noise_tiny_Q5_0.gguf``."""
+    return f"wan22_i2v_{stage}_noise_tiny_{qtype}.gguf"
+
+
+def _import_comfy(comfyui_dir: Path):
+    if str(comfyui_dir) not in sys.path:
+        sys.path.insert(0, str(comfyui_dir))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # weights are built on CPU whatever the machine has
+    import comfy.ops
+    import comfy.ldm.wan.model
+    import comfy.ldm.wan.vae
+    import comfy.text_encoders.t5
+    return comfy
+
+
+def _fill(module, seed: int, gain: float = 1.0) -> None:
+    """Deterministic init: fan-in scaled normals for weights, ones/zeros for norms, small biases."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(module.named_parameters()):
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("gamma",) or (p.ndim == 1 and "norm" in name and leaf == "weight"):
+                p.copy_(1.0 + 0.05 * torch.randn(p.shape, generator=gen))
+            elif p.ndim <= 1 or leaf == "bias":
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+            elif "modulation" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                fan_in = max(1, p[0].numel())
+                p.copy_(gain * torch.randn(p.shape, generator=gen) / fan_in**0.5)
+
+
+def build_unet(comfy, seed: int):
+    import torch
+
+    model = comfy.ldm.wan.model.WanModel(model_type="t2v", operations=comfy.ops.disable_weight_init, dtype=torch.float32, **UNET)
+    _fill(model, seed)
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+
+
+def build_vae(comfy, seed: int):
+    import torch
+
+    vae = comfy.ldm.wan.vae.WanVAE(dim=VAE_DIM, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                   temperal_downsample=[False, True, True], image_channels=3)
+    _fill(vae, seed)
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in vae.state_dict().items()}
+
+
+CORPUS_WORDS = (
+    "a cat walks slowly across the street at sunset while the camera pans left and right "
+    "the woman smiles and turns her head wind moves the trees a car drives through rain "
+    "cinematic lighting close up shot of a dog running on the beach waves crash soft focus "
+    "blurry low quality static frame overexposed worst quality jpeg artifacts ugly deformed "
+    "un gato camina lentamente una mujer sonríe le chat marche lentement 猫が歩く 一只猫在走路"
+).split()
+
+
+def build_tokenizer(vocab_size: int) -> bytes:
+    """A sentencepiece unigram model with umt5's special ids (pad 0, eos 1, unk 2) and byte fallback."""
+    import random
+
+    import sentencepiece as spm
+
+    rng = random.Random(1234)
+    sentences = [" ".join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(4, 16))) for _ in range(3000)]
+    sentences.append("".join(chr(c) for c in range(33, 127)))
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=out, vocab_size=vocab_size, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, byte_fallback=True, hard_vocab_limit=False,
+        num_threads=1, minloglevel=2, character_coverage=1.0,
+    )
+    return out.getvalue()
+
+
+def build_umt5(comfy, seed: int):
+    import numpy as np
+    import torch
+
+    cfg = {"d_ff": UMT5["d_ff"], "d_kv": UMT5["d_kv"], "d_model": UMT5["d_model"], "dense_act_fn": "gelu_pytorch_tanh",
+           "is_gated_act": True, "model_type": "umt5", "num_heads": UMT5["num_heads"], "num_layers": UMT5["num_layers"],
+           "vocab_size": UMT5["vocab_size"]}
+    model = comfy.text_encoders.t5.T5(cfg, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+    _fill(model, seed)
+    with torch.no_grad():  # embeddings of unit scale, like a trained T5's
+        model.shared.weight.copy_(torch.randn(model.shared.weight.shape, generator=torch.Generator().manual_seed(seed + 1)))
+    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    proto = build_tokenizer(UMT5["vocab_size"])
+    sd["spiece_model"] = torch.from_numpy(np.frombuffer(proto, dtype=np.uint8).copy())
+    return sd
+
+
+def build_lora(unet_sd: dict, seed: int):
+    """LightX2V-style LoRA over every Linear of the blocks, plus a few bias diffs."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, w in sorted(unet_sd.items()):
+        if not key.startswith("blocks.") or not key.endswith(".weight") or w.ndim != 2:
+            continue
+        base = "diffusion_model." + key[: -len(".weight")]
+        out_f, in_f = w.shape
+        out[f"{base}.lora_down.weight"] = (torch.randn(LORA_RANK, in_f, generator=gen) / in_f**0.5).to(torch.bfloat16)
+        out[f"{base}.lora_up.weight"] = (0.5 * torch.randn(out_f, LORA_RANK, generator=gen) / LORA_RANK**0.5).to(torch.bfloat16)
+        out[f"{base}.alpha"] = torch.tensor(float(LORA_RANK))
+        bias = key[: -len(".weight")] + ".bias"
+        if bias in unet_sd and ".ffn." in key:
+            out[f"{base}.diff_b"] = (0.05 * torch.randn(unet_sd[bias].shape, generator=gen)).to(torch.bfloat16)
+    return out
+
+
+def write_unet_gguf(path: Path, sd: dict, qtype_name: str) -> None:
+    """Write a WAN UNET as GGUF the way community converters do (arch ``wan``, small and 1-D tensors F32)."""
+    import gguf
+    import numpy as np
+
+    qtype = gguf.GGMLQuantizationType[qtype_name]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    writer = gguf.GGUFWriter(path=None, arch="wan")
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{qtype_name}", gguf.LlamaFileType.MOSTLY_F16))
+    for key, tensor in sd.items():
+        data = tensor.float().numpy()
+        wanted = qtype
+        if data.ndim == 1 or data.size <= 1024 or ".modulation" in key or data.ndim > 4:
+            wanted = gguf.GGMLQuantizationType.F32
+        elif data.shape[-1] % block:
+            wanted = gguf.GGMLQuantizationType.F16
+        writer.add_tensor(key, np.ascontiguousarray(gguf.quants.quantize(data, wanted)), raw_dtype=wanted)
+    writer.write_header_to_file(path=str(path))
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_index(out_dir: Path) -> dict | None:
+    index = Path(out_dir) / INDEX_NAME
+    if not index.is_file():
+        return None
+    data = json.loads(index.read_text())
+    if data.get("spec_version") != SPEC_VERSION or not all((Path(out_dir) / f).is_file() for f in data["files"]):
+        return None
+    return data
+
+
+def generate(out_dir: Path, comfyui_dir: Path) -> dict:
+    """Write every tiny file into ``out_dir`` (skipped when an up-to-date index exists); return the index."""
+    out_dir = Path(out_dir)
+    existing = read_index(out_dir)
+    if existing:
+        return existing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    comfy = _import_comfy(Path(comfyui_dir))
+    from safetensors.torch import save_file
+
+    high, low = build_unet(comfy, 101), build_unet(comfy, 202)
+    tensors = {
+        FILES["unet_high"]: high,
+        FILES["unet_low"]: low,
+        FILES["vae"]: build_vae(comfy, 303),
+        FILES["umt5"]: build_umt5(comfy, 404),
+        FILES["lora"]: build_lora(high, 505),
+    }
+    written = []
+    for name, sd in tensors.items():
+        save_file(sd, str(out_dir / name))
+        written.append(name)
+    for stage, sd in (("high", high), ("low", low)):
+        for qtype in GGUF_UNET_TYPES:
+            write_unet_gguf(out_dir / gguf_name(stage, qtype), sd, qtype)
+            written.append(gguf_name(stage, qtype))
+    index = {
+        "spec_version": SPEC_VERSION,
+        "files": {name: {"size": (out_dir / name).stat().st_size, "sha256": _sha256(out_dir / name)} for name in written},
+    }
+    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2))
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--comfyui", type=Path, default=None, help="ComfyUI checkout (default: as worker.comfyui_home finds it)")
+    args = parser.parse_args(argv)
+    if args.comfyui is None:
+        from worker import comfyui_home
+
+        args.comfyui = comfyui_home.ensure(clone=False)
+    index = generate(args.out_dir, args.comfyui)
+    print(json.dumps({"dir": str(args.out_dir), "files": sorted(index["files"])}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Failure kinds of the worker, each with a stable ``code`` the job answer carries.
+
+A job never ends in a bare traceback: every failure becomes ``WorkerError.to_answer()``,
+``{"error": <message>, "code": <code>, ...details}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkerError(Exception):
+    """Base class: a message a user can act on, a stable code and optional details."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+    def to_answer(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, **self.details}
+
+
+class InvalidInput(WorkerError):
+    """The job input is malformed; ``field`` names the offending field."""
+
+    code = "invalid_input"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", field=field)
+
+
+class ComfyUnavailable(WorkerError):
+    """ComfyUI did not start, stopped answering, or died."""
+
+    code = "comfyui_unavailable"
+
+
+class ComfyValidationError(WorkerError):
+    """ComfyUI refused the graph (HTTP 400 with ``node_errors``)."""
+
+    code = "workflow_invalid"
+
+
+class ComfyExecutionError(WorkerError):
+    """A node raised while the graph ran."""
+
+    code = "execution_error"
+
+
+class ComfyInterrupted(WorkerError):
+    """The run was interrupted inside ComfyUI."""
+
+    code = "execution_interrupted"
+
+
+class DeadlineExceeded(WorkerError):
+    """The job ran past its deadline; ComfyUI was asked to interrupt it."""
+
+    code = "deadline_exceeded"
+
+
+class ModelsUnavailable(WorkerError):
+    """A model the workflow needs could not be planned or fetched."""
+
+    code = "models_unavailable"
+
+
+class OutputTooLarge(WorkerError):
+    """Base64 outputs would exceed the serverless payload limit."""
+
+    code = "output_too_large"
+
+
+class OutputUploadFailed(WorkerError):
+    """Uploading outputs to the bucket failed."""
+
+    code = "output_upload_failed"
