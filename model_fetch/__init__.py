@@ -1,0 +1,105 @@
+"""model_fetch: fill ComfyUI model folders on first use — fast, resumable, verified, safe on shared volumes.
+
+The public API (the worker, the node pack and the CLI all call these)::
+
+    from model_fetch import plan, ensure, status
+    p = plan("workflows/wan22_i2v_gguf.api.json")          # which files, which folders, which sources
+    ensure(p, on_progress=print)                          # fetch what is missing (mirrors, then origin)
+    for f in status(): print(f.entry.name, f.state)       # present / unverified / partial / missing
+
+Every function takes optional ``settings`` (default ``Settings.from_env()``), ``manifest`` and ``store``.
+Neither ComfyUI nor torch is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .config import Settings
+from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
+                     OfflineError, SourceNotFound, UnknownModelError, WorkflowError)
+from .fetch import EnsureReport, Fetched
+from .manifest import Manifest, ModelEntry, load_manifest
+from .plan import Plan, PlanItem
+from .progress import Progress
+from .status import FileStatus
+from .store import Store
+
+__all__ = [
+    "Settings", "Manifest", "ModelEntry", "Store", "Plan", "PlanItem", "Progress", "FileStatus", "EnsureReport",
+    "Fetched", "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths", "defaults", "load_manifest",
+    "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "NotEnoughSpace", "IntegrityError",
+    "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
+]
+
+
+def defaults(settings: Settings | None = None, manifest: Manifest | None = None,
+             store: Store | None = None) -> tuple[Settings, Manifest, Store]:
+    """Fill in whatever the caller did not pass, from the environment."""
+    settings = settings or Settings.from_env()
+    manifest = manifest if manifest is not None else load_manifest(settings.manifests, settings.include_default_manifest)
+    store = store or Store.from_settings(settings)
+    return settings, manifest, store
+
+
+def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
+         store: Store | None = None) -> Plan:
+    """The model files ``workflow`` needs (UI or API format), resolved against store and manifest."""
+    from .plan import plan_workflow
+
+    settings, manifest, store = defaults(settings, manifest, store)
+    return plan_workflow(workflow, manifest, store)
+
+
+def ensure(items: Plan | Iterable[ModelEntry], *, settings: Settings | None = None, store: Store | None = None,
+           on_progress: Callable[[Progress], None] | None = None,
+           after_place: Callable[[ModelEntry, Path, str, str], None] | None = None) -> EnsureReport:
+    """Make every entry present (downloading, or waiting on another process that is)."""
+    from .fetch import ensure_entries
+    from .writeback import writeback_hook
+
+    settings, _, store = defaults(settings, Manifest(), store)
+    entries = items.entries() if isinstance(items, Plan) else list(items)
+    return ensure_entries(entries, store, settings, on_progress, after_place or writeback_hook(settings))
+
+
+def status(*, settings: Settings | None = None, manifest: Manifest | None = None,
+           store: Store | None = None) -> list[FileStatus]:
+    """Each manifest entry's state on disk, without network or hashing."""
+    from .status import status as _status
+
+    settings, manifest, store = defaults(settings, manifest, store)
+    return _status(manifest, store, settings.lease_ttl)
+
+
+def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manifest: Manifest | None = None,
+           store: Store | None = None):
+    """Rehash present files (all manifest entries, or those named)."""
+    from .verify import verify as _verify
+
+    settings, manifest, store = defaults(settings, manifest, store)
+    wanted = set(names)
+    return _verify([e for e in manifest if not wanted or e.name in wanted], store)
+
+
+def gc(*, settings: Settings | None = None, store: Store | None = None):
+    from .gc import gc as _gc
+
+    settings, _, store = defaults(settings, Manifest(), store)
+    return _gc(store, settings.lease_ttl)
+
+
+def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict:
+    from .doctor import doctor as _doctor
+
+    settings, manifest, store = defaults(settings, manifest, store)
+    return _doctor(settings, manifest, store)
+
+
+def write_paths(path: str | Path, *, settings: Settings | None = None, store: Store | None = None) -> Path:
+    """Write ComfyUI's ``extra_model_paths.yaml`` for the store's roots."""
+    from .comfy_paths import write_extra_model_paths
+
+    settings, _, store = defaults(settings, Manifest(), store)
+    return write_extra_model_paths(store, Path(path))

@@ -1,0 +1,100 @@
+"""Every setting of model_fetch, read from the environment in one place (documented in docs/configuration.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _paths(value: str | None) -> list[Path]:
+    return [Path(p).expanduser() for p in (value or "").split(os.pathsep) if p]
+
+
+def default_local_root() -> Path:
+    cache = _env("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "model-fetch" / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. ``Settings.from_env()`` reads the environment; tests build one directly."""
+
+    models_dirs: list[Path] = field(default_factory=list)  # explicit roots (first is written to)
+    volume_dir: Path = Path("/runpod-volume/models")
+    local_dir: Path = field(default_factory=default_local_root)
+    manifests: list[Path] = field(default_factory=list)  # merged after the default manifest
+    include_default_manifest: bool = True
+    connections: int = 8
+    chunk_size: int = 8 * MiB
+    offline: bool = False
+    connect_timeout: float = 10.0
+    stall_timeout: float = 30.0  # no byte for this long on a connection: abandon and retry it
+    max_attempts: int = 8  # per chunk
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    integrity_retries: int = 1  # full re-downloads after a sha256 mismatch
+    lease_ttl: float = 30.0  # a lease without heartbeat for this long is stale
+    lease_heartbeat: float = 5.0
+    wait_timeout: float = 4 * 3600.0  # longest wait on another process's download
+    min_free_bytes: int = 256 * MiB  # headroom kept free on the target filesystem
+    hf_token: str | None = None
+    hf_endpoint: str = "https://huggingface.co"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    mirror_writeback: str | None = None  # s3://bucket/prefix to upload origin downloads to
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        env = os.environ
+        settings = cls(
+            models_dirs=_paths(_env("MODEL_FETCH_MODELS_DIR")),
+            volume_dir=Path(_env("MODEL_FETCH_VOLUME_DIR", "/runpod-volume/models")).expanduser(),
+            local_dir=Path(_env("MODEL_FETCH_LOCAL_DIR", str(default_local_root()))).expanduser(),
+            manifests=_paths(_env("MODEL_FETCH_MANIFEST")),
+            include_default_manifest=not _truthy(_env("MODEL_FETCH_NO_DEFAULT_MANIFEST")),
+            connections=int(_env("MODEL_FETCH_CONNECTIONS", "8")),
+            chunk_size=int(float(_env("MODEL_FETCH_CHUNK_MB", "8")) * MiB),
+            offline=_truthy(env.get("HF_HUB_OFFLINE")) or _truthy(env.get("MODEL_FETCH_OFFLINE")),
+            stall_timeout=float(_env("MODEL_FETCH_STALL_TIMEOUT", "30")),
+            max_attempts=int(_env("MODEL_FETCH_MAX_ATTEMPTS", "8")),
+            lease_ttl=float(_env("MODEL_FETCH_LEASE_TTL", "30")),
+            wait_timeout=float(_env("MODEL_FETCH_WAIT_TIMEOUT", str(4 * 3600))),
+            min_free_bytes=int(float(_env("MODEL_FETCH_MIN_FREE_MB", "256")) * MiB),
+            hf_token=_env("HF_TOKEN") or _env("HUGGING_FACE_HUB_TOKEN"),
+            hf_endpoint=(_env("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/"),
+            s3_endpoint_url=_env("BUCKET_ENDPOINT_URL") or _env("AWS_ENDPOINT_URL_S3") or _env("AWS_ENDPOINT_URL"),
+            s3_region=_env("AWS_REGION") or _env("AWS_DEFAULT_REGION") or _env("BUCKET_REGION"),
+            s3_access_key_id=_env("BUCKET_ACCESS_KEY_ID"),
+            s3_secret_access_key=_env("BUCKET_SECRET_ACCESS_KEY"),
+            mirror_writeback=_env("MODEL_FETCH_MIRROR_WRITEBACK"),
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+# Names (never values) of the variables `doctor` reports.
+REPORTED_ENV = (
+    "MODEL_FETCH_MODELS_DIR", "MODEL_FETCH_VOLUME_DIR", "MODEL_FETCH_LOCAL_DIR", "MODEL_FETCH_MANIFEST",
+    "MODEL_FETCH_CONNECTIONS", "MODEL_FETCH_CHUNK_MB", "MODEL_FETCH_OFFLINE", "MODEL_FETCH_MIRROR_WRITEBACK",
+    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER",
+    "TMPDIR", "BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "COMFYUI_DIR",
+)
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY",
+              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

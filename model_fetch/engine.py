@@ -1,0 +1,321 @@
+"""The download engine: every source's bytes reach a final file name through here, and only here.
+
+``<name>.part`` is preallocated in the destination folder; N workers fetch chunk ranges in
+order and ``pwrite`` them; each finished chunk goes in the journal (so a killed process resumes);
+a hasher thread feeds sha256 with the contiguous prefix as it completes (from the page cache, no
+pass after the download); then fsync, atomic rename, directory fsync. A partial chunk is resumed
+from its last byte on retry. A server that ignores ``Range`` is read as one stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import journal as journal_mod
+from .config import Settings
+from .errors import DownloadError, IntegrityError, NotEnoughSpace, SourceNotFound
+from .store import journal_path, part_path
+from .transports import Probe, RangeIgnored, Transient, Transport
+
+log = logging.getLogger(__name__)
+MAX_RETRY_AFTER = 300.0
+
+
+class Cancelled(Exception):
+    """Raised inside workers once another worker failed."""
+
+
+@dataclass
+class Result:
+    path: Path
+    sha256: str
+    size: int
+    verified: bool  # matched an expected sha256
+    fetched_bytes: int  # bytes received from the source in this run
+
+
+def backoff(attempt: int, settings: Settings, retry_after: float | None) -> float:
+    delay = min(settings.backoff_max, settings.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+def allocated(path: Path) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
+
+
+def preflight(name: str, folder: Path, size: int | None, settings: Settings) -> None:
+    """Refuse before downloading when the target filesystem cannot hold the file plus headroom."""
+    if size is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    need = max(0, size - allocated(part_path(folder / name)))
+    if need + settings.min_free_bytes > free:
+        raise NotEnoughSpace(name, str(folder), need, free)
+
+
+class Download:
+    """One file from one transport into ``final`` (which must not exist yet)."""
+
+    def __init__(self, transport: Transport, final: Path, settings: Settings, expected_sha256: str | None = None,
+                 expected_size: int | None = None, on_bytes: Callable[[int, int, int | None], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.t = transport
+        self.final = Path(final)
+        self.part = part_path(self.final)
+        self.settings = settings
+        self.expected_sha256 = expected_sha256
+        self.expected_size = expected_size
+        self.on_bytes = on_bytes
+        self.should_stop = should_stop or (lambda: False)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._failed: BaseException | None = None
+        self.done_bytes = 0
+        self.fetched = 0
+        self.size: int | None = expected_size
+
+    # -- helpers --------------------------------------------------------------------------
+    def _with_retries(self, what: str, fn):
+        for attempt in range(self.settings.max_attempts):
+            try:
+                return fn()
+            except Transient as exc:
+                if attempt + 1 >= self.settings.max_attempts:
+                    raise DownloadError(f"{what}: gave up after {attempt + 1} attempts: {exc}") from None
+                delay = backoff(attempt, self.settings, exc.retry_after)
+                log.info("%s: %s; retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.done_bytes += n
+            self.fetched += n
+        if self.on_bytes:
+            self.on_bytes(n, self.done_bytes, self.size)
+
+    # -- main -----------------------------------------------------------------------------
+    def run(self) -> Result:
+        probe: Probe = self._with_retries(f"probe {self.t.label}", self.t.probe)
+        self.size = probe.size
+        if self.expected_size is not None and probe.size is not None and probe.size != self.expected_size:
+            raise IntegrityError(self.final.name, f"size {self.expected_size}", f"size {probe.size}", self.t.label)
+        expected = self.expected_sha256 or probe.sha256
+        if probe.sha256 and self.expected_sha256 and probe.sha256 != self.expected_sha256:
+            raise IntegrityError(self.final.name, self.expected_sha256, probe.sha256, self.t.label + " (declared)")
+        preflight(self.final.name, self.final.parent, probe.size, self.settings)
+        identity = f"sha256:{expected}|{probe.size}" if expected else probe.identity
+        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if probe.ranges and probe.size:
+                digest = self._ranged(fd, probe.size, identity)
+            else:
+                digest = self._stream(fd, probe.size, identity)
+            if expected and digest != expected:
+                self._discard()
+                raise IntegrityError(self.final.name, expected, digest, self.t.label)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self.should_stop():
+            raise DownloadError(f"{self.final.name}: download lease lost to another process; not placing the file")
+        os.replace(self.part, self.final)
+        _fsync_dir(self.final.parent)
+        try:
+            os.unlink(journal_path(self.final))
+        except FileNotFoundError:
+            pass
+        return Result(self.final, digest, os.stat(self.final).st_size, bool(expected), self.fetched)
+
+    def _discard(self) -> None:
+        for p in (self.part, journal_path(self.final)):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def _allocate(self, fd: int, size: int) -> None:
+        try:
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                raise NotEnoughSpace(self.final.name, str(self.final.parent), size, shutil.disk_usage(self.final.parent).free) from None
+            if exc.errno not in (22, 95):  # EINVAL/EOPNOTSUPP: no fallocate on this filesystem; ftruncate is enough
+                raise
+
+    # -- ranged, parallel -----------------------------------------------------------------
+    def _ranged(self, fd: int, size: int, identity: str) -> str:
+        header = journal_mod.Header(size=size, chunk=self.settings.chunk_size, validator=identity)
+        jr = journal_mod.Journal(journal_path(self.final), header)
+        if not jr.resumed:
+            os.ftruncate(fd, 0)
+        self._allocate(fd, size)
+        done = set(jr.done)
+        self.done_bytes = journal_mod.done_bytes(header, done)
+        if done:
+            log.info("%s: resuming, %d of %d chunks already here", self.final.name, len(done), header.chunks())
+        pending = [i for i in range(header.chunks()) if i not in done]
+        hasher = _PrefixHasher(fd, header, jr.done, self._cond)  # jr.done grows under self._cond
+        hasher_thread = threading.Thread(target=hasher.run, name="sha256", daemon=True)
+        hasher_thread.start()
+        queue = iter(pending)
+        queue_lock = threading.Lock()
+
+        def next_chunk() -> int | None:
+            with queue_lock:
+                return next(queue, None)
+
+        def worker() -> None:
+            try:
+                while self._failed is None:
+                    if self.should_stop():
+                        raise DownloadError("download lease lost to another process")
+                    index = next_chunk()
+                    if index is None:
+                        return
+                    self._fetch_chunk(fd, header, index)
+                    with self._cond:
+                        jr.mark(index)
+                        self._cond.notify_all()
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                with self._cond:
+                    if self._failed is None and not isinstance(exc, Cancelled):
+                        self._failed = exc
+                    self._cond.notify_all()
+
+        workers = [threading.Thread(target=worker, name=f"range-{i}", daemon=True)
+                   for i in range(max(1, min(self.settings.connections, len(pending))))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        if self._failed is not None:
+            hasher.cancel()
+            jr.close()
+            if isinstance(self._failed, RangeIgnored):
+                log.warning("%s: server ignores Range; reading it as one stream", self.t.label)
+                self._failed = None
+                self.done_bytes = 0
+                return self._stream(fd, size, identity)
+            raise self._failed
+        hasher_thread.join()
+        jr.close()
+        return hasher.hexdigest()
+
+    def _fetch_chunk(self, fd: int, header: journal_mod.Header, index: int) -> None:
+        start, end = header.span(index)
+        pos, attempt = start, 0
+        while True:
+            if self._failed is not None:
+                raise Cancelled()
+            try:
+                for block in self.t.read(pos, end):
+                    os.pwrite(fd, block, pos)
+                    pos += len(block)
+                    self._count(len(block))
+                    if self._failed is not None:
+                        raise Cancelled()
+                if pos > end:
+                    return
+                raise Transient(f"{self.t.label} ended early in chunk {index}")
+            except Transient as exc:
+                attempt = 0 if pos > start and attempt == 0 else attempt + 1
+                if attempt >= self.settings.max_attempts:
+                    raise DownloadError(f"{self.final.name}: chunk {index} failed {attempt} times: {exc}") from None
+                delay = backoff(attempt, self.settings, exc.retry_after)
+                log.info("%s: %s; retrying chunk %d at byte %d in %.1fs", self.final.name, exc, index, pos, delay)
+                time.sleep(delay)
+
+    # -- single stream (no ranges, or unknown size) ----------------------------------------
+    def _stream(self, fd: int, size: int | None, identity: str) -> str:
+        if size:
+            self._allocate(fd, size)
+        for attempt in range(self.settings.max_attempts):
+            sha, pos = hashlib.sha256(), 0
+            self.done_bytes = 0
+            try:
+                for block in self.t.read(0, None):
+                    os.pwrite(fd, block, pos)
+                    sha.update(block)
+                    pos += len(block)
+                    self._count(len(block))
+                    if self.should_stop():
+                        raise DownloadError("download lease lost to another process")
+                if size is not None and pos != size:
+                    raise Transient(f"{self.t.label} sent {pos} of {size} bytes")
+                os.ftruncate(fd, pos)
+                try:
+                    os.unlink(journal_path(self.final))
+                except FileNotFoundError:
+                    pass
+                return sha.hexdigest()
+            except Transient as exc:
+                delay = backoff(attempt, self.settings, exc.retry_after)
+                log.info("%s: %s; restarting the stream in %.1fs", self.final.name, exc, delay)
+                time.sleep(delay)
+            except RangeIgnored:
+                raise DownloadError(f"{self.t.label}: inconsistent range behaviour") from None
+        raise DownloadError(f"{self.final.name}: gave up after {self.settings.max_attempts} attempts on {self.t.label}")
+
+
+class _PrefixHasher:
+    """Hashes chunks in order as soon as each is complete, reading them back with ``pread``."""
+
+    def __init__(self, fd: int, header: journal_mod.Header, done: set[int], cond: threading.Condition) -> None:
+        self.fd, self.header, self.done, self.cond = fd, header, done, cond
+        self.sha = hashlib.sha256()
+        self._cancel = False
+        self._buf = bytearray(4 * 1024 * 1024)
+
+    def cancel(self) -> None:
+        with self.cond:
+            self._cancel = True
+            self.cond.notify_all()
+
+    def run(self) -> None:
+        for index in range(self.header.chunks()):
+            with self.cond:
+                while index not in self.done and not self._cancel:
+                    self.cond.wait(1.0)
+                if self._cancel:
+                    return
+            start, end = self.header.span(index)
+            pos, view = start, memoryview(self._buf)
+            while pos <= end:
+                n = os.preadv(self.fd, [view[: min(len(self._buf), end - pos + 1)]], pos)
+                if n <= 0:
+                    raise OSError(f"short read at {pos}")
+                self.sha.update(view[:n])
+                pos += n
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

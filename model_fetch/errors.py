@@ -1,0 +1,103 @@
+"""Failure kinds, each with a message that says what to do. The CLI prints one red line and exits 1."""
+
+from __future__ import annotations
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "unknown size"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class ModelFetchError(Exception):
+    """Base class of every model_fetch failure."""
+
+    code = "model_fetch_error"
+
+
+class ManifestError(ModelFetchError):
+    """A manifest file or entry is malformed."""
+
+    code = "manifest_invalid"
+
+    def __init__(self, source: str, message: str, entry: str | None = None) -> None:
+        where = f"{source}" + (f", entry {entry}" if entry else "")
+        super().__init__(f"{where}: {message}")
+        self.source, self.entry = source, entry
+
+
+class WorkflowError(ModelFetchError):
+    """A workflow file cannot be read or is not a ComfyUI graph."""
+
+    code = "workflow_invalid"
+
+
+class UnknownModelError(ModelFetchError):
+    """A needed model is neither on disk nor in any manifest."""
+
+    code = "model_unknown"
+
+    def __init__(self, missing: list[tuple[str, str]]) -> None:
+        listed = ", ".join(f"'{name}' in '{folder}'" for name, folder in missing)
+        super().__init__(f"no source known for {listed}: add it to a manifest (--manifest) or place the file there")
+        self.missing = missing
+
+
+class NotEnoughSpace(ModelFetchError):
+    """The target filesystem has too little free space for a download."""
+
+    code = "disk_full"
+
+    def __init__(self, name: str, folder: str, need: int, free: int) -> None:
+        super().__init__(f"'{name}' needs {human_bytes(need)} in {folder}, {human_bytes(free)} free: "
+                         f"free space, or point MODEL_FETCH_MODELS_DIR at a larger volume")
+        self.name, self.folder, self.need, self.free = name, folder, need, free
+
+
+class IntegrityError(ModelFetchError):
+    """Downloaded bytes do not match the expected sha256."""
+
+    code = "integrity_error"
+
+    def __init__(self, name: str, expected: str, actual: str, source: str) -> None:
+        super().__init__(f"'{name}' from {source}: sha256 {actual[:16]}… does not match expected {expected[:16]}…; "
+                         f"nothing was placed")
+        self.name, self.expected, self.actual = name, expected, actual
+
+
+class DownloadError(ModelFetchError):
+    """A source kept failing; a partial download, if any, stays resumable."""
+
+    code = "download_failed"
+
+
+class SourceNotFound(DownloadError):
+    """The source answered that the object does not exist (404) or refused access (401/403)."""
+
+    code = "source_not_found"
+
+
+class OfflineError(ModelFetchError):
+    """Offline mode is on and models are missing."""
+
+    code = "offline_missing"
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__("offline mode (HF_HUB_OFFLINE/--offline) and these models are missing: " + ", ".join(missing))
+        self.missing = missing
+
+
+class LeaseTimeout(ModelFetchError):
+    """Another process holds the download of a file for longer than the wait allows."""
+
+    code = "lease_timeout"
+
+
+class UsageError(ModelFetchError):
+    """Wrong command-line usage (exit code 2)."""
+
+    code = "usage"

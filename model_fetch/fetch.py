@@ -1,0 +1,217 @@
+"""Make model files present: check the store, take the file's lease (or wait on whoever holds it),
+try the sources in tier order (mirrors, then origin), stamp the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import journal
+from .config import Settings
+from .engine import Download
+from .errors import DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, OfflineError, SourceNotFound
+from .hashing import sha256_file
+from .lease import Lease
+from .manifest import ModelEntry
+from .progress import Progress, Throttle
+from .sources import is_network, transport_for
+from .store import Store, journal_path
+
+log = logging.getLogger(__name__)
+OnProgress = Callable[[Progress], None]
+AfterPlace = Callable[[ModelEntry, Path, str, str], None]  # entry, path, sha256, source url
+
+
+@dataclass
+class Fetched:
+    entry: ModelEntry
+    path: Path
+    sha256: str | None
+    action: str  # "present" | "verified" | "downloaded" | "waited"
+    source: str = ""
+    fetched_bytes: int = 0
+
+
+@dataclass
+class EnsureReport:
+    files: list[Fetched] = field(default_factory=list)
+
+    @property
+    def downloaded_bytes(self) -> int:
+        return sum(f.fetched_bytes for f in self.files)
+
+
+def _noop(_: Progress) -> None:
+    pass
+
+
+class Fetcher:
+    """Ensures entries in one store with one configuration."""
+
+    def __init__(self, store: Store, settings: Settings, on_progress: OnProgress | None = None,
+                 after_place: AfterPlace | None = None) -> None:
+        self.store, self.settings = store, settings
+        self.emit = on_progress or _noop
+        self.after_place = after_place
+
+    # -- already present --------------------------------------------------------------------
+    def present(self, entry: ModelEntry) -> Fetched | None:
+        """The entry's file if present and trustworthy; rehash once when it has no valid stamp."""
+        path = self.store.find(entry)
+        if path is None:
+            return None
+        stamp = self.store.valid_stamp(path)
+        if stamp is not None and (entry.sha256 is None or stamp.sha256 == entry.sha256):
+            return Fetched(entry, path, stamp.sha256, "present")
+        total = os.stat(path).st_size
+        self.emit(Progress(entry.name, entry.directory, "verify", 0, total))
+        digest = sha256_file(path, on_bytes=lambda done: self.emit(Progress(entry.name, entry.directory, "verify", done, total)))
+        if entry.sha256 and digest != entry.sha256:
+            bad = path.with_name(path.name + f".corrupt-{int(time.time())}")
+            os.replace(path, bad)
+            self.store.drop_stamp(path)
+            log.error("%s: sha256 mismatch on disk; moved aside to %s and fetching again", entry.name, bad.name)
+            return None
+        self.store.write_stamp(path, digest, expected=entry.sha256 is not None)
+        return Fetched(entry, path, digest, "verified")
+
+    # -- leases -----------------------------------------------------------------------------
+    def _lease_for(self, final: Path) -> Lease:
+        return Lease(self.store.lease_path(final), ttl=self.settings.lease_ttl, heartbeat=self.settings.lease_heartbeat)
+
+    def _wait_report(self, entry: ModelEntry, final: Path, lease: Lease) -> None:
+        header, done = journal.read(journal_path(final))
+        holder = lease.holder()
+        who = f"{holder.host}:{holder.pid}" if holder else "another process"
+        total = header.size if header else entry.size
+        self.emit(Progress(entry.name, entry.directory, "wait", journal.done_bytes(header, done) if header else 0,
+                           total, message=f"downloaded by {who}"))
+
+    # -- downloading ------------------------------------------------------------------------
+    def _expected_sha(self, entry: ModelEntry) -> str | None:
+        """The manifest hash, or (for mirrors in front of a Hub origin) the Hub's LFS sha256."""
+        if entry.sha256 or not entry.mirrors or not entry.url or self.settings.offline:
+            return entry.sha256
+        try:
+            return transport_for(entry.url, self.settings).probe().sha256
+        except Exception as exc:  # noqa: BLE001 - the origin may be unreachable; mirrors still get tried
+            log.info("%s: origin metadata unavailable (%s); mirror bytes are checked only if a hash is known",
+                     entry.name, type(exc).__name__)
+            return None
+
+    def _download(self, entry: ModelEntry, final: Path, lease: Lease) -> Fetched:
+        sources = [s for s in entry.sources if not (self.settings.offline and is_network(s))]
+        if not sources:
+            raise OfflineError([entry.describe()])
+        expected = self._expected_sha(entry)
+        throttle = Throttle()
+        failures: list[ModelFetchError] = []
+        for i, url in enumerate(sources):
+            is_origin = url == entry.url
+            transport = transport_for(url, self.settings)
+            attempts = 1 + (self.settings.integrity_retries if is_origin else 0)
+            for attempt in range(attempts):
+                def on_bytes(_n: int, done: int, total: int | None, label=transport.label) -> None:
+                    if throttle.ready():
+                        self.emit(Progress(entry.name, entry.directory, "download", done, total, source=label))
+
+                dl = Download(transport, final, self.settings, expected_sha256=expected, expected_size=entry.size,
+                              on_bytes=on_bytes, should_stop=lambda: lease.lost)
+                try:
+                    result = dl.run()
+                except IntegrityError as exc:
+                    failures.append(exc)
+                    log.warning("%s", exc)
+                    continue
+                except (SourceNotFound, DownloadError) as exc:
+                    failures.append(exc)
+                    if i + 1 < len(sources):
+                        log.warning("%s: %s unavailable (%s); falling back to %s", entry.name, transport.label, exc,
+                                    "the next mirror" if i + 2 < len(sources) else "the origin")
+                    break
+                self.store.write_stamp(result.path, result.sha256, expected=result.verified)
+                if not result.verified:
+                    log.warning("%s: no expected sha256 known; recorded %s… (add `hash:` to the manifest to pin it)",
+                                entry.name, result.sha256[:16])
+                self.emit(Progress(entry.name, entry.directory, "done", result.size, result.size, source=transport.label))
+                if self.after_place is not None:
+                    self.after_place(entry, result.path, result.sha256, url)
+                return Fetched(entry, result.path, result.sha256, "downloaded", transport.label, dl.fetched)
+        if len(failures) == 1 or all(isinstance(f, IntegrityError) for f in failures):
+            raise failures[-1]
+        raise DownloadError(f"{entry.describe()}: every source failed: " + "; ".join(str(f) for f in failures))
+
+    # -- one entry, many entries ------------------------------------------------------------
+    def try_ensure(self, entry: ModelEntry) -> Fetched | None:
+        """Fetch ``entry`` unless another process is downloading it (then None)."""
+        found = self.present(entry)
+        if found is not None:
+            self.emit(Progress(entry.name, entry.directory, "present", found.path.stat().st_size,
+                               found.path.stat().st_size))
+            return found
+        if self.settings.offline and not any(not is_network(s) for s in entry.sources):
+            raise OfflineError([entry.describe()])
+        final = self.store.target(entry)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        lease = self._lease_for(final)
+        if not lease.try_acquire():
+            return None
+        try:
+            found = self.present(entry)  # finished by someone else just before we took the lease
+            if found is not None:
+                return found
+            return self._download(entry, final, lease)
+        finally:
+            lease.release()
+
+    def ensure_one(self, entry: ModelEntry) -> Fetched:
+        deadline = time.monotonic() + self.settings.wait_timeout
+        waited = False
+        while True:
+            result = self.try_ensure(entry)
+            if result is not None:
+                if waited and result.action == "present":
+                    result.action = "waited"
+                return result
+            waited = True
+            final = self.store.target(entry)
+            lease = self._lease_for(final)
+            self._wait_report(entry, final, lease)
+            if time.monotonic() > deadline:
+                holder = lease.holder()
+                raise LeaseTimeout(f"{entry.describe()}: still being downloaded by "
+                                   f"{holder.host + ':' + str(holder.pid) if holder else 'another process'} after "
+                                   f"{self.settings.wait_timeout:.0f}s (MODEL_FETCH_WAIT_TIMEOUT)")
+            time.sleep(0.5)
+
+    def ensure(self, entries: Iterable[ModelEntry]) -> EnsureReport:
+        """Every entry present; files other processes are downloading are waited on last."""
+        entries = list(entries)
+        if self.settings.offline:
+            missing = [e.describe() for e in entries
+                       if self.store.find(e) is None and not any(not is_network(s) for s in e.sources)]
+            if missing:
+                raise OfflineError(missing)
+        report, deferred = EnsureReport(), []
+        for entry in entries:
+            result = self.try_ensure(entry)
+            if result is None:
+                deferred.append(entry)
+            else:
+                report.files.append(result)
+        for entry in deferred:
+            report.files.append(self.ensure_one(entry))
+        return report
+
+
+def ensure_entries(entries: Iterable[ModelEntry], store: Store, settings: Settings,
+                   on_progress: OnProgress | None = None, after_place: AfterPlace | None = None) -> EnsureReport:
+    return Fetcher(store, settings, on_progress, after_place).ensure(entries)
+
+
+__all__ = ["Fetcher", "Fetched", "EnsureReport", "ensure_entries", "ModelFetchError"]

@@ -1,0 +1,53 @@
+"""ComfyUI's model-folder conventions: canonical names, legacy aliases, and which loader input reads which folder."""
+
+from __future__ import annotations
+
+# canonical folder -> every directory ComfyUI 0.8.0 searches for it (first is where we write)
+FOLDERS: dict[str, tuple[str, ...]] = {
+    "diffusion_models": ("diffusion_models", "unet"),
+    "text_encoders": ("text_encoders", "clip"),
+    "vae": ("vae",),
+    "loras": ("loras",),
+    "clip_vision": ("clip_vision",),
+    "checkpoints": ("checkpoints",),
+    "upscale_models": ("upscale_models",),
+    "embeddings": ("embeddings",),
+    "controlnet": ("controlnet",),
+}
+ALIASES = {"unet": "diffusion_models", "clip": "text_encoders"}
+
+# API-format loader nodes: class_type -> {input name: folder}
+LOADER_INPUTS: dict[str, dict[str, str]] = {
+    "UNETLoader": {"unet_name": "diffusion_models"},
+    "CLIPLoader": {"clip_name": "text_encoders"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "TripleCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders", "clip_name3": "text_encoders"},
+    "VAELoader": {"vae_name": "vae"},
+    "LoraLoader": {"lora_name": "loras"},
+    "LoraLoaderModelOnly": {"lora_name": "loras"},
+    "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "CheckpointLoaderSimple": {"ckpt_name": "checkpoints"},
+    "UpscaleModelLoader": {"model_name": "upscale_models"},
+    # city96/ComfyUI-GGUF names (our pack registers them too when that pack is absent)
+    "UnetLoaderGGUF": {"unet_name": "diffusion_models"},
+    "UnetLoaderGGUFAdvanced": {"unet_name": "diffusion_models"},
+    "CLIPLoaderGGUF": {"clip_name": "text_encoders"},
+    "DualCLIPLoaderGGUF": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    # our pack
+    "WanUnetLoaderGGUF": {"unet_name": "diffusion_models"},
+    "WanTextEncoderLoader": {"clip_name": "text_encoders"},
+}
+# values of loader inputs that are not files
+NOT_FILES = {"pixel_space", "None", ""}
+
+
+def canonical(folder: str) -> str:
+    """``unet`` -> ``diffusion_models``, ``clip`` -> ``text_encoders``; others unchanged."""
+    folder = folder.strip().strip("/")
+    return ALIASES.get(folder, folder)
+
+
+def search_dirs(folder: str) -> tuple[str, ...]:
+    """Directories (relative to a models root) searched for ``folder``."""
+    c = canonical(folder)
+    return FOLDERS.get(c, (c,))

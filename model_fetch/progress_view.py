@@ -1,0 +1,63 @@
+"""Show progress on stderr: rich bars on a terminal, plain lines (every 10% or 5 s) otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from .errors import human_bytes
+from .progress import Progress
+
+
+class PlainLines:
+    """One line per phase change, then at most one per 10% or 5 seconds per file."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.state: dict[str, tuple[str, float, float]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, p: Progress) -> None:
+        key = f"{p.directory}/{p.name}"
+        now = time.monotonic()
+        frac = p.fraction or 0.0
+        with self.lock:
+            phase, last_t, last_f = self.state.get(key, ("", 0.0, -1.0))
+            if p.phase == phase and now - last_t < 5 and frac - last_f < 0.1:
+                return
+            self.state[key] = (p.phase, now, frac)
+        total = f" of {human_bytes(p.total)}" if p.total else ""
+        pct = f" ({frac:.0%})" if p.total else ""
+        extra = f" — {p.message}" if p.message else ""
+        print(f"{p.phase:<8} {key}: {human_bytes(p.done)}{total}{pct}{extra}", file=self.stream, flush=True)
+
+
+@contextlib.contextmanager
+def progress_renderer(enabled: bool = True, stream=sys.stderr) -> Iterator[Callable[[Progress], None]]:
+    if not enabled:
+        yield lambda p: None
+        return
+    if not stream.isatty():
+        yield PlainLines(stream)
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress as Bars, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    bars = Bars(TextColumn("{task.fields[phase]:<8} {task.description}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeRemainingColumn(), console=Console(file=stream), transient=False)
+    tasks: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def update(p: Progress) -> None:
+        key = f"{p.directory}/{p.name}"
+        with lock:
+            if key not in tasks:
+                tasks[key] = bars.add_task(key, total=p.total, phase=p.phase)
+            bars.update(tasks[key], completed=p.done, total=p.total, phase=p.phase)
+
+    with bars:
+        yield update

@@ -1,0 +1,63 @@
+"""What is on disk for each manifest entry: no network, no hashing (stamps are trusted while they match)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import journal
+from .folders import FOLDERS
+from .lease import Lease
+from .manifest import Manifest, ModelEntry
+from .store import PART, Store, journal_path
+
+
+@dataclass
+class FileStatus:
+    entry: ModelEntry
+    state: str  # present | unverified | downloading | partial | missing
+    path: Path | None = None
+    size: int | None = None
+    done: int = 0
+    sha256: str | None = None
+    holder: str | None = None
+    tiers: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"name": self.entry.name, "directory": self.entry.directory, "state": self.state,
+                "path": str(self.path) if self.path else None, "size": self.size, "done": self.done,
+                "sha256": self.sha256, "holder": self.holder, "tiers": self.tiers}
+
+
+def _partials(store: Store, entry: ModelEntry) -> list[Path]:
+    out = []
+    for root in store.roots:
+        for d in FOLDERS.get(entry.directory, (entry.directory,)):
+            part = root / d / (entry.name + PART)
+            if part.exists():
+                out.append(part)
+    return out
+
+
+def file_status(entry: ModelEntry, store: Store, lease_ttl: float = 30.0) -> FileStatus:
+    path = store.find(entry)
+    if path is not None:
+        stamp = store.valid_stamp(path)
+        size = path.stat().st_size
+        if stamp is not None and (entry.sha256 is None or entry.sha256 == stamp.sha256):
+            return FileStatus(entry, "present", path, size, size, stamp.sha256, tiers=["local"])
+        return FileStatus(entry, "unverified", path, size, size, tiers=["local"])
+    for part in _partials(store, entry):
+        final = part.with_name(part.name[: -len(PART)])
+        header, done = journal.read(journal_path(final))
+        lease = Lease(store.lease_path(final), ttl=lease_ttl)
+        holder = lease.holder()
+        active = holder is not None and not lease.is_stale(holder)
+        return FileStatus(entry, "downloading" if active else "partial", part,
+                          header.size if header else entry.size, journal.done_bytes(header, done) if header else 0,
+                          holder=f"{holder.host}:{holder.pid}" if active else None)
+    return FileStatus(entry, "missing", None, entry.size)
+
+
+def status(manifest: Manifest, store: Store, lease_ttl: float = 30.0) -> list[FileStatus]:
+    return [file_status(e, store, lease_ttl) for e in manifest]
