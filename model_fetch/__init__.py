@@ -21,9 +21,9 @@ from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError,
                      OfflineError, SourceNotFound, UnknownModelError, WorkflowError)
 from .fetch import EnsureReport, Fetched
 from .manifest import Manifest, ModelEntry, load_manifest
-from .plan import Plan, PlanItem
+from .planner import Plan, PlanItem
 from .progress import Progress
-from .status import FileStatus
+from .inventory import FileStatus
 from .store import Store
 
 __all__ = [
@@ -46,7 +46,7 @@ def defaults(settings: Settings | None = None, manifest: Manifest | None = None,
 def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
          store: Store | None = None) -> Plan:
     """The model files ``workflow`` needs (UI or API format), resolved against store and manifest."""
-    from .plan import plan_workflow
+    from .planner import plan_workflow
 
     settings, manifest, store = defaults(settings, manifest, store)
     return plan_workflow(workflow, manifest, store)
@@ -54,7 +54,7 @@ def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manif
 
 def ensure(items: Plan | Iterable[ModelEntry], *, settings: Settings | None = None, store: Store | None = None,
            on_progress: Callable[[Progress], None] | None = None,
-           after_place: Callable[[ModelEntry, Path, str, str], None] | None = None) -> EnsureReport:
+           after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None) -> EnsureReport:
     """Make every entry present (downloading, or waiting on another process that is)."""
     from .fetch import ensure_entries
     from .writeback import writeback_hook
@@ -67,7 +67,7 @@ def ensure(items: Plan | Iterable[ModelEntry], *, settings: Settings | None = No
 def status(*, settings: Settings | None = None, manifest: Manifest | None = None,
            store: Store | None = None) -> list[FileStatus]:
     """Each manifest entry's state on disk, without network or hashing."""
-    from .status import status as _status
+    from .inventory import status as _status
 
     settings, manifest, store = defaults(settings, manifest, store)
     return _status(manifest, store, settings.lease_ttl)
@@ -76,7 +76,7 @@ def status(*, settings: Settings | None = None, manifest: Manifest | None = None
 def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manifest: Manifest | None = None,
            store: Store | None = None):
     """Rehash present files (all manifest entries, or those named)."""
-    from .verify import verify as _verify
+    from .verifier import verify as _verify
 
     settings, manifest, store = defaults(settings, manifest, store)
     wanted = set(names)
@@ -84,14 +84,14 @@ def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manif
 
 
 def gc(*, settings: Settings | None = None, store: Store | None = None):
-    from .gc import gc as _gc
+    from .cleanup import gc as _gc
 
     settings, _, store = defaults(settings, Manifest(), store)
     return _gc(store, settings.lease_ttl)
 
 
 def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict:
-    from .doctor import doctor as _doctor
+    from .diagnostics import doctor as _doctor
 
     settings, manifest, store = defaults(settings, manifest, store)
     return _doctor(settings, manifest, store)

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     settings, manifest, store = defaults(settings)
     verb = args.verb
     if verb == "status":
-        from .status import status
+        from .inventory import status
 
         files = status(manifest, store, settings.lease_ttl)
         lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}"
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         _emit(args, {"files": [f.as_dict() for f in files]}, "\n".join(lines) or "manifest is empty")
         return 0
     if verb == "plan":
-        from .plan import plan_workflow
+        from .planner import plan_workflow
 
         p = plan_workflow(args.workflow, manifest, store)
         lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url}")
@@ -111,19 +111,24 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if verb == "pull":
         from .fetch import ensure_entries
-        from .plan import plan_workflow
+        from .planner import plan_workflow
         from .writeback import writeback_hook
 
         entries = plan_workflow(args.workflow, manifest, store).entries() if args.workflow else _select(manifest, args.names)
-        with progress_renderer(enabled=not args.json) as on_progress:
-            report = ensure_entries(entries, store, settings, on_progress, writeback_hook(settings))
+        hook = writeback_hook(settings)
+        with progress_renderer() as on_progress:
+            report = ensure_entries(entries, store, settings, on_progress, hook)
+        if hook is not None and hook.threads:
+            print("waiting for mirror write-back to finish…", file=sys.stderr)
+            for r in hook.wait():
+                print(f"write-back {r['state']}: {r['url']}", file=sys.stderr)
         files = [{"name": f.entry.name, "directory": f.entry.directory, "path": str(f.path), "action": f.action,
                   "sha256": f.sha256, "source": f.source, "fetched_bytes": f.fetched_bytes} for f in report.files]
         _emit(args, {"files": files, "downloaded_bytes": report.downloaded_bytes},
               "\n".join(f"{f['action']:<10} {f['path']}" for f in files))
         return 0
     if verb == "verify":
-        from .verify import verify
+        from .verifier import verify
 
         results = verify(_select(manifest, args.names), store)
         _emit(args, {"files": [r.as_dict() for r in results]},
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             raise ModelFetchError(f"sha256 mismatch: {', '.join(r.entry.name for r in bad)} (run `model-fetch pull` to replace)")
         return 0
     if verb == "doctor":
-        from .doctor import doctor
+        from .diagnostics import doctor
 
         report = doctor(settings, manifest, store)
         human = [f"write root: {report['write_root']}", f"network volume: {report['network_volume']}",
@@ -151,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         _emit(args, {"path": str(path), "roots": [str(r) for r in store.roots]}, str(path))
         return 0
     if verb == "gc":
-        from .gc import gc
+        from .cleanup import gc
 
         report = gc(store, settings.lease_ttl)
         _emit(args, report.as_dict(), f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}")

@@ -10,12 +10,13 @@ import yaml
 from .folders import FOLDERS
 from .store import Store
 
-# ComfyUI config key -> directories under a root (ComfyUI maps the legacy keys unet/clip itself)
+# ComfyUI config key -> directories under a root. The legacy keys come first: ComfyUI maps them to
+# the canonical folder, and for an ``is_default`` root each path added later goes to the front.
 YAML_KEYS: dict[str, tuple[str, ...]] = {
-    "diffusion_models": FOLDERS["diffusion_models"],
     "unet": FOLDERS["diffusion_models"],
-    "text_encoders": FOLDERS["text_encoders"],
     "clip": FOLDERS["text_encoders"],
+    "diffusion_models": FOLDERS["diffusion_models"],
+    "text_encoders": FOLDERS["text_encoders"],
     "vae": ("vae",),
     "loras": ("loras",),
     "clip_vision": ("clip_vision",),
@@ -33,7 +34,8 @@ def extra_model_paths(store: Store) -> dict:
         if root == write_root:
             section["is_default"] = True
         for key, dirs in YAML_KEYS.items():
-            section[key] = "\n".join(dirs) + "\n"
+            ordered = reversed(dirs) if root == write_root else dirs  # is_default inserts at the front
+            section[key] = "\n".join(ordered) + "\n"
         doc[f"model_fetch_{i}"] = section
     return doc
 

@@ -73,7 +73,7 @@ class Download:
 
     def __init__(self, transport: Transport, final: Path, settings: Settings, expected_sha256: str | None = None,
                  expected_size: int | None = None, on_bytes: Callable[[int, int, int | None], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, probe_attempts: int | None = None) -> None:
         self.t = transport
         self.final = Path(final)
         self.part = part_path(self.final)
@@ -82,6 +82,7 @@ class Download:
         self.expected_size = expected_size
         self.on_bytes = on_bytes
         self.should_stop = should_stop or (lambda: False)
+        self.probe_attempts = probe_attempts or settings.max_attempts
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._failed: BaseException | None = None
@@ -90,12 +91,12 @@ class Download:
         self.size: int | None = expected_size
 
     # -- helpers --------------------------------------------------------------------------
-    def _with_retries(self, what: str, fn):
-        for attempt in range(self.settings.max_attempts):
+    def _with_retries(self, what: str, fn, attempts: int):
+        for attempt in range(attempts):
             try:
                 return fn()
             except Transient as exc:
-                if attempt + 1 >= self.settings.max_attempts:
+                if attempt + 1 >= attempts:
                     raise DownloadError(f"{what}: gave up after {attempt + 1} attempts: {exc}") from None
                 delay = backoff(attempt, self.settings, exc.retry_after)
                 log.info("%s: %s; retrying in %.1fs", what, exc, delay)
@@ -110,7 +111,7 @@ class Download:
 
     # -- main -----------------------------------------------------------------------------
     def run(self) -> Result:
-        probe: Probe = self._with_retries(f"probe {self.t.label}", self.t.probe)
+        probe: Probe = self._with_retries(f"probe {self.t.label}", self.t.probe, self.probe_attempts)
         self.size = probe.size
         if self.expected_size is not None and probe.size is not None and probe.size != self.expected_size:
             raise IntegrityError(self.final.name, f"size {self.expected_size}", f"size {probe.size}", self.t.label)

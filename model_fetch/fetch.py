@@ -24,7 +24,7 @@ from .store import Store, journal_path
 
 log = logging.getLogger(__name__)
 OnProgress = Callable[[Progress], None]
-AfterPlace = Callable[[ModelEntry, Path, str, str], None]  # entry, path, sha256, source url
+AfterPlace = Callable[[ModelEntry, Path, str, str, bool], None]  # entry, path, sha256, source url, verified
 
 
 @dataclass
@@ -104,8 +104,21 @@ class Fetcher:
                      entry.name, type(exc).__name__)
             return None
 
+    def sources(self, entry: ModelEntry) -> list[str]:
+        """Tier order: the entry's mirrors, the configured S3 mirror, then the origin."""
+        sources = list(entry.mirrors)
+        if self.settings.mirror_writeback:
+            from .s3 import mirror_url
+
+            auto = mirror_url(self.settings.mirror_writeback, entry)
+            if auto not in sources:
+                sources.append(auto)
+        if entry.url:
+            sources.append(entry.url)
+        return [s for s in sources if not (self.settings.offline and is_network(s))]
+
     def _download(self, entry: ModelEntry, final: Path, lease: Lease) -> Fetched:
-        sources = [s for s in entry.sources if not (self.settings.offline and is_network(s))]
+        sources = self.sources(entry)
         if not sources:
             raise OfflineError([entry.describe()])
         expected = self._expected_sha(entry)
@@ -121,7 +134,8 @@ class Fetcher:
                         self.emit(Progress(entry.name, entry.directory, "download", done, total, source=label))
 
                 dl = Download(transport, final, self.settings, expected_sha256=expected, expected_size=entry.size,
-                              on_bytes=on_bytes, should_stop=lambda: lease.lost)
+                              on_bytes=on_bytes, should_stop=lambda: lease.lost,
+                              probe_attempts=None if is_origin else 2)
                 try:
                     result = dl.run()
                 except IntegrityError as exc:
@@ -140,7 +154,7 @@ class Fetcher:
                                 entry.name, result.sha256[:16])
                 self.emit(Progress(entry.name, entry.directory, "done", result.size, result.size, source=transport.label))
                 if self.after_place is not None:
-                    self.after_place(entry, result.path, result.sha256, url)
+                    self.after_place(entry, result.path, result.sha256, url, result.verified)
                 return Fetched(entry, result.path, result.sha256, "downloaded", transport.label, dl.fetched)
         if len(failures) == 1 or all(isinstance(f, IntegrityError) for f in failures):
             raise failures[-1]
@@ -154,7 +168,7 @@ class Fetcher:
             self.emit(Progress(entry.name, entry.directory, "present", found.path.stat().st_size,
                                found.path.stat().st_size))
             return found
-        if self.settings.offline and not any(not is_network(s) for s in entry.sources):
+        if self.settings.offline and not self.sources(entry):
             raise OfflineError([entry.describe()])
         final = self.store.target(entry)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +207,7 @@ class Fetcher:
         """Every entry present; files other processes are downloading are waited on last."""
         entries = list(entries)
         if self.settings.offline:
-            missing = [e.describe() for e in entries
-                       if self.store.find(e) is None and not any(not is_network(s) for s in e.sources)]
+            missing = [e.describe() for e in entries if self.store.find(e) is None and not self.sources(e)]
             if missing:
                 raise OfflineError(missing)
         report, deferred = EnsureReport(), []

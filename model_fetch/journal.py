@@ -33,9 +33,10 @@ class Header:
 def read(path: Path) -> tuple[Header | None, set[int]]:
     """Header and completed chunk indices of a journal (``(None, set())`` if absent or unreadable)."""
     try:
-        lines = Path(path).read_text().splitlines()
+        text = Path(path).read_text()
     except (OSError, UnicodeDecodeError):
         return None, set()
+    lines = text.split("\n")[:-1]  # a last line without its newline was torn by a crash: ignored
     if not lines:
         return None, set()
     try:

@@ -16,7 +16,7 @@ from .config import REPORTED_ENV, SECRET_ENV, Settings
 from .errors import human_bytes
 from .folders import FOLDERS
 from .manifest import Manifest
-from .status import status
+from .inventory import status
 from .store import Store, writable
 
 
