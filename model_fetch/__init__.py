@@ -64,13 +64,13 @@ def ensure(items: Plan | Iterable[ModelEntry], *, settings: Settings | None = No
     return ensure_entries(entries, store, settings, on_progress, after_place or writeback_hook(settings))
 
 
-def status(*, settings: Settings | None = None, manifest: Manifest | None = None,
-           store: Store | None = None) -> list[FileStatus]:
-    """Each manifest entry's state on disk, without network or hashing."""
+def status(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None,
+           remote: bool = False) -> list[FileStatus]:
+    """Each manifest entry's state on disk (no network, no hashing); ``remote`` adds the S3 mirror tier."""
     from .inventory import status as _status
 
     settings, manifest, store = defaults(settings, manifest, store)
-    return _status(manifest, store, settings.lease_ttl)
+    return _status(manifest, store, settings, remote)
 
 
 def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manifest: Manifest | None = None,

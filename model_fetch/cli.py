@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="model-fetch", description=__doc__.split("\n\n")[0], parents=[common])
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    sub.add_parser("status", parents=[common], help="state of every manifest file (no network)")
+    sp = sub.add_parser("status", parents=[common], help="state of every manifest file (no network unless --remote)")
+    sp.add_argument("--remote", action="store_true", help="also ask each S3 mirror whether it holds the file")
     sp = sub.add_parser("plan", parents=[common], help="model files a workflow needs")
     sp.add_argument("--workflow", type=Path, required=True)
     sp = sub.add_parser("pull", parents=[common], help="download missing files (all, named, or a workflow's)")
@@ -95,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if verb == "status":
         from .inventory import status
 
-        files = status(manifest, store, settings.lease_ttl)
-        lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}"
+        files = status(manifest, store, settings, remote=args.remote)
+        lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}" + (f"  [{', '.join(f.tiers)}]" if f.tiers else "")
                  + (f"  {human_bytes(f.done)} of {human_bytes(f.size)}" if f.state in ("partial", "downloading") else "")
                  + (f"  ({human_bytes(f.size)})" if f.state == "present" else "") for f in files]
         _emit(args, {"files": [f.as_dict() for f in files]}, "\n".join(lines) or "manifest is empty")

@@ -62,7 +62,7 @@ def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict:
     if not volume and not settings.models_dirs:
         problems.append(f"no network volume at {settings.volume_dir}: models go to {settings.local_dir} and are "
                         f"downloaded again by every new worker (attach a volume or set MODEL_FETCH_VOLUME_DIR)")
-    files = status(manifest, store, settings.lease_ttl)
+    files = status(manifest, store, settings)
     missing = [f for f in files if f.state not in ("present", "unverified")]
     need_known = sum((f.size or 0) - f.done for f in missing if f.size is not None)
     unknown_sizes = [f.entry.name for f in missing if f.size is None]

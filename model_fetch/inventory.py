@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import journal
 from .folders import FOLDERS
+from .config import Settings
 from .lease import Lease
 from .manifest import Manifest, ModelEntry
 from .store import PART, Store, journal_path
@@ -59,5 +60,34 @@ def file_status(entry: ModelEntry, store: Store, lease_ttl: float = 30.0) -> Fil
     return FileStatus(entry, "missing", None, entry.size)
 
 
-def status(manifest: Manifest, store: Store, lease_ttl: float = 30.0) -> list[FileStatus]:
-    return [file_status(e, store, lease_ttl) for e in manifest]
+def remote_tiers(entry: ModelEntry, settings: Settings) -> list[str]:
+    """``s3-mirror`` for each S3 mirror that holds the object (one HEAD each), ``origin`` if there is one."""
+    from .s3 import S3Transport, mirror_url
+
+    tiers = []
+    mirrors = [m for m in entry.mirrors if m.startswith("s3://")]
+    if settings.mirror_writeback:
+        mirrors.append(mirror_url(settings.mirror_writeback, entry))
+    for url in dict.fromkeys(mirrors):
+        try:
+            probe = S3Transport(url, settings).probe()
+            if entry.sha256 is None or probe.sha256 in (None, entry.sha256):
+                tiers.append("s3-mirror")
+        except Exception:  # noqa: BLE001 - absent, forbidden or unreachable: not a tier that holds it
+            pass
+    if entry.url:
+        tiers.append("origin")
+    return tiers
+
+
+def status(manifest: Manifest, store: Store, settings: Settings | None = None, remote: bool = False) -> list[FileStatus]:
+    """Local state of every entry; with ``remote`` also which S3 mirrors hold it (network calls)."""
+    settings = settings or Settings()
+    files = [file_status(e, store, settings.lease_ttl) for e in manifest]
+    for f in files:
+        if f.tiers:
+            root = store.root_of(f.path)
+            f.tiers = ["volume" if root == settings.volume_dir.absolute() else "local"]
+        if remote:
+            f.tiers += remote_tiers(f.entry, settings)
+    return files
