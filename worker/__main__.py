@@ -1,0 +1,52 @@
+"""``python -m worker``: the serverless worker.
+
+    python -m worker                         # RunPod serverless loop (ComfyUI started at once)
+    python -m worker --test-input job.json   # run one job locally, print the answer, exit 0/1
+    python -m worker --serve [--port 8000]   # runpod's local API server (POST /runsync, /run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description="WAN 2.2 I2V serverless worker")
+    parser.add_argument("--test-input", type=Path, metavar="FILE", help="run one job from a JSON file and exit")
+    parser.add_argument("--serve", action="store_true", help="start runpod's local API server")
+    parser.add_argument("--port", type=int, default=8000, help="port of the local API server")
+    parser.add_argument("--output", type=Path, help="with --test-input: also write the answer to this file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from .handler import handler, runtime
+
+    rt = runtime()
+    rt.start()  # boot ComfyUI now: it overlaps with waiting for (and preparing) the first job
+    try:
+        if args.test_input:
+            raw = json.loads(args.test_input.read_text())
+            job = raw if "input" in raw else {"input": raw}
+            job.setdefault("id", "local-test")
+            answer = handler(job)
+            text = json.dumps(answer, indent=2)
+            if args.output:
+                args.output.write_text(text)
+            print(text)
+            return 1 if "error" in answer else 0
+        import runpod
+
+        sys.argv = [sys.argv[0]] + (["--rp_serve_api", "--rp_api_port", str(args.port)] if args.serve else [])
+        runpod.serverless.start({"handler": handler})
+        return 0
+    finally:
+        rt.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

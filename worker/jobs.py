@@ -1,0 +1,225 @@
+"""One job, end to end: validate → plan models → fetch missing (with progress) → upload inputs →
+queue → follow → collect outputs → deliver → clean up. Storage actions answer from model_fetch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import model_fetch
+
+from . import outputs as out
+from .comfy_client import ComfyClient, Progress, output_files
+from .errors import InvalidInput, ModelsUnavailable, WorkerError
+from .inputs import load_image, safe_name, unique_name
+from .job_input import Job, parse_job
+from .runtime import Runtime
+from .workflows import apply_params, load_workflow
+
+log = logging.getLogger(__name__)
+Report = Callable[[dict], None]
+REFERENCE_WORK = 832 * 480 * 81 * 4  # pixels × frames × steps of the default job
+
+
+@dataclass
+class JobContext:
+    runtime: Runtime
+    report: Report
+    job_id: str = "local"
+    uploaded: list[Path] = field(default_factory=list)
+    produced: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def deadline_for(job: Job, params: dict, runtime: Runtime) -> float:
+    """Seconds allowed for ComfyUI's part: base + per_unit × work relative to the default job, capped."""
+    s = runtime.settings
+    if job.timeout:
+        return min(float(job.timeout), s.timeout_max)
+    work = 1.0
+    for key in ("width", "height", "length", "steps"):
+        value = params.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            work *= value
+    units = work / REFERENCE_WORK if work > 1 else 1.0
+    return min(s.timeout_base + s.timeout_per_unit * units, s.timeout_max)
+
+
+def _fetch_models(graph: dict, ctx: JobContext) -> dict:
+    """Plan the graph's model files and fetch the missing ones, reporting bytes as they arrive."""
+    rt = ctx.runtime
+    t0 = time.monotonic()
+    try:
+        plan = model_fetch.plan(graph, settings=rt.fetch_settings, store=rt.store())
+        missing = plan.missing()
+        if missing:
+            ctx.report({"stage": "models", "message": f"fetching {len(missing)} model file(s)",
+                        "files": [f"{i.directory}/{i.name}" for i in missing]})
+
+            def on_progress(p: model_fetch.Progress) -> None:
+                if p.phase in ("download", "wait", "verify", "done"):
+                    ctx.report({"stage": "models", "file": f"{p.directory}/{p.name}", "phase": p.phase,
+                                "done": p.done, "total": p.total})
+
+            model_fetch.ensure([i.entry for i in missing], settings=rt.fetch_settings, store=rt.store(),
+                               on_progress=on_progress)
+    except model_fetch.ModelFetchError as exc:
+        raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
+    ctx.timings["models_s"] = round(time.monotonic() - t0, 3)
+    return {"needed": len(plan.items), "fetched": [f"{i.directory}/{i.name}" for i in missing]}
+
+
+def _upload_inputs(job: Job, client: ComfyClient, ctx: JobContext) -> tuple[str | None, dict[str, str]]:
+    """Upload ``params.image`` and ``images[]`` under job-unique names; return (image name, rename map)."""
+    s = ctx.runtime.settings
+    input_dir, _ = ctx.runtime.io_dirs()
+    renames: dict[str, str] = {}
+    for i, item in enumerate(job.images):
+        name = safe_name(item.get("name"), f"images[{i}].name")
+        stored = client.upload_image(unique_name(name), load_image(item.get("image"), f"images[{i}].image", s))
+        renames[name] = stored
+        ctx.uploaded.append(input_dir / stored)
+    image_name = None
+    if "image" in job.params:
+        data = load_image(job.params["image"], "params.image", s)
+        image_name = client.upload_image(unique_name("start.png"), data)
+        ctx.uploaded.append(input_dir / image_name)
+    return image_name, renames
+
+
+def _rename_inputs(graph: dict, renames: dict[str, str]) -> dict:
+    """Point LoadImage-style inputs at the uploaded (job-unique) names."""
+    if not renames:
+        return graph
+    graph = {k: {**v, "inputs": dict(v.get("inputs") or {})} for k, v in graph.items()}
+    for node in graph.values():
+        for key, value in node["inputs"].items():
+            if isinstance(value, str) and value in renames:
+                node["inputs"][key] = renames[value]
+    return graph
+
+
+def _collect(entry: dict, ctx: JobContext) -> list[out.OutputFile]:
+    base = ctx.runtime.settings.base_dir
+    files = []
+    for item in output_files(entry):
+        path = base / item["type"] / item["subfolder"] / item["filename"]
+        if item["type"] != "output" or not path.is_file():
+            continue  # previews and temp files are not job outputs
+        files.append(out.OutputFile(item["node_id"], item["kind"], item["filename"], item["subfolder"], path))
+        ctx.produced.append(path)
+    return files
+
+
+def _deliver(job: Job, files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
+    s = ctx.runtime.settings
+    mode = (job.output or {}).get("mode", "base64")
+    if mode == "s3":
+        from model_fetch.s3 import make_client
+
+        bucket = (job.output or {}).get("bucket") or s.output_bucket
+        if not bucket:
+            raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET)")
+        prefix = f"{(job.output or {}).get('prefix') or s.output_prefix}/{ctx.job_id}"
+        expires = int((job.output or {}).get("expires_in") or s.output_url_expires)
+        return out.to_s3(files, make_client(ctx.runtime.fetch_settings), bucket, prefix, expires)
+    return out.as_base64(files, s.max_base64_bytes)
+
+
+def _cleanup(ctx: JobContext, client: ComfyClient | None, prompt_id: str | None) -> None:
+    for path in ctx.uploaded + ctx.produced:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    if client is not None and prompt_id:
+        try:
+            client.delete_history(prompt_id)
+        except WorkerError:
+            pass
+
+
+def run_workflow(job: Job, ctx: JobContext) -> dict:
+    rt = ctx.runtime
+    t0 = time.monotonic()
+    rt.start()  # boots in the background while inputs are checked and models fetched
+    client: ComfyClient | None = None
+    prompt_id = None
+    try:
+        needs_info = isinstance(job.workflow, dict) and isinstance(job.workflow.get("nodes"), list)
+        if needs_info:
+            client = rt.ready()
+        loaded = load_workflow(job.workflow or rt.settings.default_workflow,
+                               object_info=rt.object_info(client) if client else None,
+                               workflows_dir=rt.settings.workflows_dir)
+        graph = loaded.graph
+        if loaded.param_map is None and job.params:
+            raise InvalidInput("params", "this workflow has no parameter map; set values in the graph itself")
+        models = _fetch_models(graph, ctx)
+        client = client or rt.ready()
+        ctx.timings["comfyui_ready_s"] = round(time.monotonic() - t0, 3)
+        image_name, renames = _upload_inputs(job, client, ctx)
+        params = dict(job.params)
+        if image_name is not None:
+            params["image"] = image_name
+        if loaded.param_map is not None:
+            graph = apply_params(graph, loaded.param_map, params)
+        graph = _rename_inputs(graph, renames)
+        t1 = time.monotonic()
+        prompt_id = client.queue_prompt(graph)
+        ctx.report({"stage": "queued", "prompt_id": prompt_id})
+
+        def on_progress(p: Progress) -> None:
+            ctx.report({"stage": "sampling", "node": p.node, "value": p.value, "max": p.max})
+
+        entry = client.follow(prompt_id, deadline=time.monotonic() + deadline_for(job, params, rt),
+                              on_progress=on_progress, is_alive=rt.alive)
+        ctx.timings["execution_s"] = round(time.monotonic() - t1, 3)
+        files = _collect(entry, ctx)
+        delivered = _deliver(job, files, ctx)
+        ctx.timings["total_s"] = round(time.monotonic() - t0, 3)
+        return {"status": "success", "prompt_id": prompt_id, "outputs": delivered, "images": delivered,
+                "models": models, "timings": ctx.timings}
+    finally:
+        _cleanup(ctx, client, prompt_id)
+
+
+def run_action(job: Job, ctx: JobContext) -> dict:
+    """``status`` / ``prefetch`` / ``verify`` / ``doctor``: the storage checks, from model_fetch."""
+    rt = ctx.runtime
+    fs, store = rt.fetch_settings, rt.store()
+    try:
+        if job.action == "status":
+            return {"status": "success", "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
+        if job.action == "verify":
+            results = model_fetch.verify(settings=fs, store=store)
+            return {"status": "success", "files": [r.as_dict() for r in results],
+                    "ok": all(r.state != "mismatch" for r in results)}
+        if job.action == "doctor":
+            return {"status": "success", "doctor": model_fetch.doctor(settings=fs, store=store)}
+        if job.action == "prefetch":
+            loaded = load_workflow(job.workflow or rt.settings.default_workflow, object_info=None,
+                                   workflows_dir=rt.settings.workflows_dir)
+            return {"status": "success", "models": _fetch_models(loaded.graph, ctx)}
+    except model_fetch.ModelFetchError as exc:
+        raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
+    raise InvalidInput("action", f"unknown action {job.action!r}")
+
+
+def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str = "local") -> dict:
+    """Answer one job: a result dict, or ``{"error", "code", ...}``. Never raises, never hangs."""
+    ctx = JobContext(runtime, report or (lambda _: None), job_id)
+    try:
+        job = parse_job(raw)
+        return run_workflow(job, ctx) if job.action == "run" else run_action(job, ctx)
+    except WorkerError as exc:
+        log.warning("job %s failed: %s (%s)", job_id, exc.message, exc.code)
+        return exc.to_answer()
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a structured answer, never a traceback
+        log.exception("job %s: unexpected error", job_id)
+        return {"error": f"internal error: {type(exc).__name__}", "code": "internal_error"}

@@ -1,0 +1,83 @@
+"""The worker's long-lived state: model_fetch configuration and the supervised ComfyUI process.
+
+ComfyUI is started as soon as the worker starts (``start()``), so a cold start overlaps its boot
+with the first job's model fetching; ``ready()`` waits for it under a bounded deadline and restarts
+it when it has died since the last job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import model_fetch
+
+from . import comfyui_home
+from .comfy_client import ComfyClient
+from .config import WorkerSettings
+from .supervisor import ComfyProcess, ComfySettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: WorkerSettings
+    fetch_settings: model_fetch.Settings = field(default_factory=model_fetch.Settings.from_env)
+    process: ComfyProcess | None = None
+    _object_info: dict | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_env(cls) -> "Runtime":
+        return cls(WorkerSettings.from_env(), model_fetch.Settings.from_env())
+
+    def store(self) -> model_fetch.Store:
+        return model_fetch.Store.from_settings(self.fetch_settings)
+
+    def model_paths_file(self) -> Path:
+        """Write (or reuse) the extra_model_paths.yaml that maps our models roots into ComfyUI."""
+        if self.settings.extra_model_paths is not None and self.settings.extra_model_paths.is_file():
+            return self.settings.extra_model_paths
+        path = self.settings.extra_model_paths or self.settings.base_dir / "extra_model_paths.yaml"
+        return model_fetch.write_paths(path, settings=self.fetch_settings)
+
+    def _make_process(self) -> ComfyProcess:
+        comfyui = self.settings.comfyui_dir or comfyui_home.ensure(clone=False)
+        return ComfyProcess(ComfySettings(comfyui_dir=Path(comfyui), base_dir=self.settings.base_dir,
+                                          extra_model_paths=[self.model_paths_file()], host=self.settings.host,
+                                          port=self.settings.port, cpu=self.settings.cpu,
+                                          extra_args=list(self.settings.comfy_args)))
+
+    def start(self) -> None:
+        """Launch ComfyUI without waiting for it."""
+        with self._lock:
+            if self.process is None:
+                self.process = self._make_process()
+            if not self.process.alive():
+                self._object_info = None
+                self.process.start()
+
+    def ready(self) -> ComfyClient:
+        """A client for a running, answering ComfyUI (started or restarted as needed)."""
+        self.start()
+        assert self.process is not None
+        self.process.wait_ready(self.settings.start_timeout)
+        return ComfyClient(self.process.url)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    def object_info(self, client: ComfyClient) -> dict:
+        if self._object_info is None:
+            self._object_info = client.object_info()
+        return self._object_info
+
+    def io_dirs(self) -> tuple[Path, Path]:
+        return self.settings.base_dir / "input", self.settings.base_dir / "output"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
