@@ -11,7 +11,21 @@ import argparse
 import json
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
+
+log = logging.getLogger("worker")
+
+
+def _announce_ready(rt) -> None:
+    """Log one line when ComfyUI answers (start scripts and tests wait for it)."""
+    t0 = time.monotonic()
+    try:
+        rt.ready()
+        log.info("worker ready: ComfyUI at %s answered after %.1fs", rt.process.url, time.monotonic() - t0)
+    except Exception as exc:  # noqa: BLE001 - the first job reports and restarts
+        log.error("ComfyUI did not become ready: %s", exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rt = runtime()
     rt.start()  # boot ComfyUI now: it overlaps with waiting for (and preparing) the first job
+    threading.Thread(target=_announce_ready, args=(rt,), name="ready", daemon=True).start()
     try:
         if args.test_input:
             raw = json.loads(args.test_input.read_text())

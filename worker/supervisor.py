@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 PACK_DIR = Path(__file__).resolve().parent.parent / "custom_nodes" / "wan_serverless"
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the worker dies, so ComfyUI is never orphaned (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -86,7 +96,8 @@ class ComfyProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.settings.env}
         logfile = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), cwd=self.settings.comfyui_dir, stdout=logfile,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         logfile.close()
         self.starts += 1
 

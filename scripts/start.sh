@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Start the worker: check storage (warn, don't die), write ComfyUI's model paths, run the worker
+# (which starts and supervises ComfyUI). Used as the image's CMD and locally.
+#   scripts/start.sh                 # RunPod serverless loop
+#   scripts/start.sh --serve         # local API server (POST http://localhost:8000/runsync)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -x "$here/.venv/bin/python" ] && [ -z "${VIRTUAL_ENV:-}" ]; then
+  PATH="$here/.venv/bin:$PATH"   # local use: the project's environment
+fi
+
+# Caches go to the network volume when one is mounted (the container disk is small and ephemeral).
+if [ -d /runpod-volume ]; then
+  export HF_HOME="${HF_HOME:-/runpod-volume/.cache/huggingface}"
+  export XDG_CACHE_HOME="${XDG_CACHE_HOME:-/runpod-volume/.cache}"
+  export UV_CACHE_DIR="${UV_CACHE_DIR:-/runpod-volume/.cache/uv}"
+fi
+
+base="${WORKER_COMFY_BASE_DIR:-/tmp/comfyui-worker}"
+mkdir -p "$base"
+export WORKER_EXTRA_MODEL_PATHS="${WORKER_EXTRA_MODEL_PATHS:-$base/extra_model_paths.yaml}"
+
+if ! model-fetch doctor; then
+  echo "start.sh: model-fetch doctor reported problems (see above); starting anyway" >&2
+fi
+model-fetch paths --output "$WORKER_EXTRA_MODEL_PATHS"
+
+exec python -m worker "$@"
