@@ -33,8 +33,8 @@ ARG COMFYUI_VERSION=v0.8.0
 RUN git clone --depth 1 --branch "${COMFYUI_VERSION}" https://github.com/comfyanonymous/ComfyUI /comfyui
 
 # Dependencies: torch 2.13.0 + torchvision 0.28.0 (pinned together), ComfyUI's requirements and
-# ours, all from requirements/lock.txt. This layer is rebuilt only when the lock changes.
-COPY requirements/lock.txt /tmp/lock.txt
+# ours, from requirements/runtime.lock.txt (no test tools). Rebuilt only when the lock changes.
+COPY requirements/runtime.lock.txt /tmp/lock.txt
 RUN --mount=type=cache,target=/root/.cache/uv uv pip install --python /opt/venv/bin/python -r /tmp/lock.txt
 
 # Our code last: a code change rebuilds only the layers below (seconds).

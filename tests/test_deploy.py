@@ -52,10 +52,10 @@ def test_dockerfile_pins_and_layer_order():
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"ARG BASE_IMAGE=nvidia/cuda:[\d.]+-\w+-ubuntu[\d.]+", text)
     assert "--branch \"${COMFYUI_VERSION}\"" in text and "ARG COMFYUI_VERSION=v0.8.0" in text
-    lock = ROOT / "requirements" / "lock.txt"
+    lock = ROOT / "requirements" / "runtime.lock.txt"
     assert "torch==2.13.0" in lock.read_text() and "torchvision==0.28.0" in lock.read_text()
     order = [i["value"] for i in instrs if i["instruction"] == "COPY"]
-    lock_at = next(n for n, v in enumerate(order) if "requirements/lock.txt" in v)
+    lock_at = next(n for n, v in enumerate(order) if "requirements/runtime.lock.txt" in v)
     code_at = min(n for n, v in enumerate(order) if re.search(r"\b(model_fetch|worker|custom_nodes)\b", v))
     assert lock_at < code_at, "dependencies must be installed before the code is copied (fast rebuilds)"
     cmd = next(i["value"] for i in instrs if i["instruction"] == "CMD")
