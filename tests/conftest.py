@@ -22,6 +22,7 @@ TINY_FOLDERS = {
     tiny_weights.FILES["unet_low"]: "diffusion_models",
     tiny_weights.FILES["vae"]: "vae",
     tiny_weights.FILES["umt5"]: "text_encoders",
+    tiny_weights.FILES["umt5_gguf"]: "text_encoders",
     tiny_weights.FILES["lora"]: "loras",
 }
 

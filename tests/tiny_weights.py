@@ -10,7 +10,9 @@ production layout and tiny sizes runs through the same code as the 14B one:
 * VAE: Wan 2.1 layout with dim 8 (ComfyUI reads it from ``decoder.head.0.gamma``).
 * umt5: 2 layers, d_model 4096 (the width WAN's ``text_embedding`` expects), a
   sentencepiece vocabulary of 512 trained here, stored in ``spiece_model`` as ComfyUI's
-  repackaged encoders do.
+  repackaged encoders do. Also written as GGUF (Q8_0) in llama.cpp's T5-encoder layout
+  (arch ``t5encoder``, ``enc.blk.N.attn_q`` names) with the tokenizer as ``tokenizer.ggml.*``
+  metadata and no ``spiece_model`` tensor, as llama.cpp converters produce it.
 * LoRA: LightX2V layout (``diffusion_model.<module>.lora_down/lora_up/alpha`` plus ``diff_b``).
 
 Run ``python -m tests.tiny_weights OUT_DIR`` (ComfyUI found as ``worker.comfyui_home`` does);
@@ -27,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-SPEC_VERSION = 3
+SPEC_VERSION = 4
 INDEX_NAME = "tiny_weights.json"
 
 UNET = dict(dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=36, out_dim=16, text_dim=4096, freq_dim=256)
@@ -35,6 +37,7 @@ VAE_DIM = 8
 UMT5 = dict(d_model=4096, d_kv=32, num_heads=2, d_ff=128, num_layers=2, vocab_size=512)
 LORA_RANK = 4
 GGUF_UNET_TYPES = ("F16", "Q8_0", "Q5_0")
+UMT5_GGUF_TYPE = "Q8_0"
 
 FILES = {
     "unet_high": "wan22_i2v_high_noise_tiny.safetensors",
@@ -42,6 +45,7 @@ FILES = {
     "vae": "wan21_vae_tiny.safetensors",
     "umt5": "umt5_tiny.safetensors",
     "lora": "lightx2v_tiny_lora.safetensors",
+    "umt5_gguf": f"umt5_tiny_{UMT5_GGUF_TYPE}.gguf",
 }
 
 
@@ -187,6 +191,83 @@ def write_unet_gguf(path: Path, sd: dict, qtype_name: str) -> None:
     writer.close()
 
 
+#: ComfyUI T5 key patterns -> llama.cpp T5-encoder tensor names (``{i}`` is the block index).
+T5_GGUF_NAMES = {
+    "shared.weight": "token_embd.weight",
+    "encoder.final_layer_norm.weight": "enc.output_norm.weight",
+    "encoder.block.{i}.layer.0.layer_norm.weight": "enc.blk.{i}.attn_norm.weight",
+    "encoder.block.{i}.layer.0.SelfAttention.q.weight": "enc.blk.{i}.attn_q.weight",
+    "encoder.block.{i}.layer.0.SelfAttention.k.weight": "enc.blk.{i}.attn_k.weight",
+    "encoder.block.{i}.layer.0.SelfAttention.v.weight": "enc.blk.{i}.attn_v.weight",
+    "encoder.block.{i}.layer.0.SelfAttention.o.weight": "enc.blk.{i}.attn_o.weight",
+    "encoder.block.{i}.layer.0.SelfAttention.relative_attention_bias.weight": "enc.blk.{i}.attn_rel_b.weight",
+    "encoder.block.{i}.layer.1.layer_norm.weight": "enc.blk.{i}.ffn_norm.weight",
+    "encoder.block.{i}.layer.1.DenseReluDense.wi_0.weight": "enc.blk.{i}.ffn_gate.weight",
+    "encoder.block.{i}.layer.1.DenseReluDense.wi_1.weight": "enc.blk.{i}.ffn_up.weight",
+    "encoder.block.{i}.layer.1.DenseReluDense.wo.weight": "enc.blk.{i}.ffn_down.weight",
+}
+
+
+def t5_gguf_name(key: str) -> str:
+    """llama.cpp name of a ComfyUI T5 encoder key."""
+    import re
+
+    for src, dst in T5_GGUF_NAMES.items():
+        m = re.fullmatch(re.escape(src).replace(r"\{i\}", r"(\d+)"), key)
+        if m:
+            return dst.format(i=m.group(1)) if m.groups() else dst
+    raise KeyError(f"no llama.cpp name for T5 key {key!r}")
+
+
+def write_umt5_gguf(path: Path, sd: dict, qtype_name: str) -> None:
+    """Write the umt5 encoder as llama.cpp does: arch ``t5encoder``, ``enc.*`` names, tokenizer as metadata."""
+    import gguf
+    import numpy as np
+    from sentencepiece import sentencepiece_model_pb2 as spm_pb2
+
+    proto = spm_pb2.ModelProto()
+    proto.ParseFromString(sd["spiece_model"].numpy().tobytes())
+    qtype = gguf.GGMLQuantizationType[qtype_name]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    writer = gguf.GGUFWriter(path=None, arch="t5encoder")
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{qtype_name}"))
+    writer.add_context_length(512)
+    writer.add_embedding_length(UMT5["d_model"])
+    writer.add_feed_forward_length(UMT5["d_ff"])
+    writer.add_block_count(UMT5["num_layers"])
+    writer.add_head_count(UMT5["num_heads"])
+    writer.add_key_length(UMT5["d_kv"])
+    writer.add_value_length(UMT5["d_kv"])
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_relative_attn_buckets_count(32)
+    writer.add_tokenizer_model("t5")
+    writer.add_token_list([p.piece.encode("utf-8") for p in proto.pieces])
+    writer.add_token_scores([p.score for p in proto.pieces])
+    writer.add_token_types([int(p.type) for p in proto.pieces])
+    writer.add_add_space_prefix(proto.normalizer_spec.add_dummy_prefix)
+    writer.add_remove_extra_whitespaces(proto.normalizer_spec.remove_extra_whitespaces)
+    writer.add_precompiled_charsmap(proto.normalizer_spec.precompiled_charsmap)
+    writer.add_unk_token_id(proto.trainer_spec.unk_id)
+    writer.add_eos_token_id(proto.trainer_spec.eos_id)
+    writer.add_pad_token_id(proto.trainer_spec.pad_id)
+    writer.add_add_eos_token(True)
+    for key, tensor in sd.items():
+        if key == "spiece_model":
+            continue
+        data = tensor.float().numpy()
+        wanted = qtype
+        if data.ndim == 1:
+            wanted = gguf.GGMLQuantizationType.F32
+        elif data.shape[-1] % block or data.size <= 1024:
+            wanted = gguf.GGMLQuantizationType.F16
+        writer.add_tensor(t5_gguf_name(key), np.ascontiguousarray(gguf.quants.quantize(data, wanted)), raw_dtype=wanted)
+    writer.write_header_to_file(path=str(path))
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -227,6 +308,8 @@ def generate(out_dir: Path, comfyui_dir: Path) -> dict:
     for name, sd in tensors.items():
         save_file(sd, str(out_dir / name))
         written.append(name)
+    write_umt5_gguf(out_dir / FILES["umt5_gguf"], tensors[FILES["umt5"]], UMT5_GGUF_TYPE)
+    written.append(FILES["umt5_gguf"])
     for stage, sd in (("high", high), ("low", low)):
         for qtype in GGUF_UNET_TYPES:
             write_unet_gguf(out_dir / gguf_name(stage, qtype), sd, qtype)

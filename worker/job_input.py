@@ -1,0 +1,214 @@
+"""Job input: validate a RunPod job's ``input`` against ``job_schema.json`` and return a ``Job``.
+
+The first violation becomes ``InvalidInput(<dotted field path>, <message>)`` (``params.width``,
+``images.0.name``); messages never echo large values. Limits follow the worker's settings:
+image fields hold at most the base64 of ``WORKER_MAX_INPUT_MB`` (default 25) MB (or
+``parse_job(..., max_image_chars=...)``), ``WORKER_ALLOW_HTTP_URLS=1`` admits ``http://`` image URLs,
+``timeout`` is capped by ``WORKER_TIMEOUT_MAX`` (default 3600 s); ``WORKER_DEFAULT_WORKFLOW`` names
+the workflow a job without one runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from .errors import InvalidInput
+
+SCHEMA_PATH = Path(__file__).with_name("job_schema.json")
+MB = 1000 * 1000  # as worker.config counts WORKER_MAX_INPUT_MB
+DEFAULT_MAX_INPUT_MB = 25
+DEFAULT_MAX_TIMEOUT = 3600.0
+DEFAULT_WORKFLOW = "wan22_i2v_gguf"
+ACTIONS_WITH_PARAMS = ("run",)
+_TYPE_WORDS = {"object": "an object", "array": "an array", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "a boolean", "null": "null"}
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """A file to upload into ComfyUI's input folder before the run."""
+
+    name: str
+    image: str  # base64, data URI or https URL
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style access (``item.get("name")``) for callers that treat items as mappings."""
+        return getattr(self, key, default)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where outputs go: ``base64`` in the answer, or ``s3`` (bucket/prefix default to the worker's)."""
+
+    mode: str = "base64"
+    bucket: str | None = None
+    prefix: str | None = None
+    expires_in: int | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style access (``output.get("mode")``); unset fields give ``default``."""
+        value = getattr(self, key, None)
+        return default if value is None else value
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job input."""
+
+    workflow: str | dict = DEFAULT_WORKFLOW
+    params: dict[str, Any] = field(default_factory=dict)
+    images: tuple[ImageInput, ...] = ()
+    output: OutputSpec = field(default_factory=OutputSpec)
+    action: str = "run"
+    timeout: float | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def load_schema() -> dict:
+    """The job input JSON Schema (draft 2020-12)."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=8)
+def _validator(max_image_chars: int, allow_http: bool, max_timeout: float) -> jsonschema.Draft202012Validator:
+    schema = copy.deepcopy(load_schema())
+    props = schema["properties"]
+    for image in (props["params"]["properties"]["image"], props["images"]["items"]["properties"]["image"]):
+        image["maxLength"] = max_image_chars
+        if allow_http:
+            image["anyOf"][0]["pattern"] = image["anyOf"][0]["pattern"].replace("^https://", "^https?://")
+            image["errorMessage"] = image["errorMessage"].replace("https://", "http(s)://")
+    props["timeout"]["maximum"] = max_timeout
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value > 0 else default
+
+
+def base64_chars(n_bytes: int) -> int:
+    """Characters of base64 (plus room for a data: URI header) that encode ``n_bytes``."""
+    return 4 * math.ceil(n_bytes / 3) + 256
+
+
+def _limits(max_image_chars: int | None) -> tuple[int, bool, float]:
+    """Image size, http:// admission and timeout cap from the worker's environment."""
+    chars = max_image_chars or base64_chars(int(_env_number("WORKER_MAX_INPUT_MB", DEFAULT_MAX_INPUT_MB) * MB))
+    allow_http = os.environ.get("WORKER_ALLOW_HTTP_URLS", "").strip().lower() in ("1", "true", "yes", "on")
+    max_timeout = _env_number("WORKER_TIMEOUT_MAX", DEFAULT_MAX_TIMEOUT)
+    return chars, allow_http, int(max_timeout) if max_timeout.is_integer() else max_timeout
+
+
+def _path(parts: Any) -> str:
+    return ".".join(str(p) for p in parts) or "input"
+
+
+def _join(base: str, key: Any) -> str:
+    key = str(key)[:64] or '""'
+    return key if base == "input" else f"{base}.{key}"
+
+
+def _describe(error: ValidationError) -> tuple[str, str]:
+    """``(field, message)`` for one jsonschema error, without echoing the instance."""
+    field_path, schema = _path(error.absolute_path), error.schema
+    kind, expected = error.validator, error.validator_value
+    custom = schema.get("errorMessage") if isinstance(schema, dict) else None
+    if kind in ("anyOf", "oneOf"):
+        branches = {e.relative_schema_path[0] for e in error.context if e.validator != "type"}
+        inner = [e for e in error.context if e.validator not in ("type", "pattern")]
+        if len(branches) == 1 and inner:
+            return _describe(inner[0])
+        return field_path, custom or "does not match any allowed form"
+    if kind == "additionalProperties":
+        known = list((schema.get("properties") or {}))
+        extra = next((k for k in error.instance if k not in known), "?")
+        hint = " (send the job's 'input' object, not the whole job)" if extra == "input" else ""
+        return _join(field_path, extra), f"unknown key; expected one of: {', '.join(known)}{hint}"
+    if kind == "required":
+        missing = next((k for k in expected if k not in error.instance), "?")
+        return _join(field_path, missing), "is required"
+    if "propertyNames" in error.absolute_schema_path:
+        return _join(field_path, error.instance), ("is not an allowed name (a letter or '_', then letters, digits, "
+                                                   "'_'; at most 64 characters)")
+    messages = {
+        "type": lambda: custom or "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in (
+            expected if isinstance(expected, list) else [expected])),
+        "enum": lambda: "must be one of: " + ", ".join(json.dumps(v) for v in expected),
+        "const": lambda: f"must be {json.dumps(expected)}",
+        "pattern": lambda: custom or "has an invalid format",
+        "minLength": lambda: "must not be empty" if expected == 1 else f"must be at least {expected} characters",
+        "maxLength": lambda: f"is longer than {expected} characters",
+        "minimum": lambda: f"must be at least {expected}",
+        "maximum": lambda: f"must be at most {expected}",
+        "exclusiveMinimum": lambda: f"must be greater than {expected}",
+        "exclusiveMaximum": lambda: f"must be less than {expected}",
+        "multipleOf": lambda: f"must be a multiple of {expected}",
+        "minItems": lambda: f"must have at least {expected} items",
+        "maxItems": lambda: f"must have at most {expected} items",
+        "minProperties": lambda: "must not be empty" if expected == 1 else f"must have at least {expected} entries",
+        "maxProperties": lambda: f"must have at most {expected} entries",
+    }
+    message = messages[kind]() if kind in messages else (custom or f"is invalid ({kind})")
+    return field_path, message
+
+
+def _check_values(raw: dict) -> None:
+    """Rules JSON Schema cannot say well: finite numbers, unique image names, fields per action and mode."""
+    for name, value in (raw.get("params") or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"params.{name}", "must be a finite number")
+    if isinstance(raw.get("timeout"), float) and not math.isfinite(raw["timeout"]):
+        raise InvalidInput("timeout", "must be a finite number")
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw.get("images") or []):
+        if item["name"] in seen:
+            raise InvalidInput(f"images.{i}.name", f"duplicates images.{seen[item['name']]}.name")
+        seen[item["name"]] = i
+    action = raw.get("action", "run")
+    for key in ("params", "images"):
+        if key in raw and action not in ACTIONS_WITH_PARAMS:
+            raise InvalidInput(key, f"is only used with action 'run', not {action!r}")
+    output = raw.get("output") or {}
+    if output.get("mode", "base64") != "s3":
+        for key in ("bucket", "prefix", "expires_in"):
+            if key in output:
+                raise InvalidInput(f"output.{key}", "is only used with mode 's3'")
+
+
+def parse_job(raw: Any, max_image_chars: int | None = None) -> Job:
+    """Validate a job's ``input`` and return it as a ``Job``; raise ``InvalidInput`` naming the field."""
+    if not isinstance(raw, dict):
+        raise InvalidInput("input", "must be an object")
+    validator = _validator(*_limits(max_image_chars))
+    try:
+        error = next(iter(validator.iter_errors(raw)), None)
+    except RecursionError:
+        raise InvalidInput("input", "is nested too deeply") from None
+    if error is not None:
+        raise InvalidInput(*_describe(error))
+    _check_values(raw)
+    output = raw.get("output") or {}
+    timeout = raw.get("timeout")
+    return Job(
+        workflow=raw.get("workflow", os.environ.get("WORKER_DEFAULT_WORKFLOW") or DEFAULT_WORKFLOW),
+        params=dict(raw.get("params") or {}),
+        images=tuple(ImageInput(i["name"], i["image"]) for i in raw.get("images") or []),
+        output=OutputSpec(output.get("mode", "base64"), output.get("bucket"), output.get("prefix"),
+                          output.get("expires_in")),
+        action=raw.get("action", "run"),
+        timeout=float(timeout) if timeout is not None else None,
+    )
