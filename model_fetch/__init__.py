@@ -15,16 +15,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Settings
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
                      OfflineError, SourceNotFound, UnknownModelError, WorkflowError)
-from .fetch import EnsureReport, Fetched
 from .manifest import Manifest, ModelEntry, load_manifest
-from .planner import Plan, PlanItem
 from .progress import Progress
-from .inventory import FileStatus
 from .store import Store
+
+if TYPE_CHECKING:
+    from .fetch import EnsureReport, Fetched
+    from .inventory import FileStatus
+    from .planner import Plan, PlanItem
+
+# Heavier modules (the engine imports requests) load on first use, so `model-fetch status` starts fast.
+_LAZY = {"EnsureReport": "fetch", "Fetched": "fetch", "FileStatus": "inventory", "Plan": "planner", "PlanItem": "planner"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'model_fetch' has no attribute {name!r}")
 
 __all__ = [
     "Settings", "Manifest", "ModelEntry", "Store", "Plan", "PlanItem", "Progress", "FileStatus", "EnsureReport",
@@ -44,7 +58,7 @@ def defaults(settings: Settings | None = None, manifest: Manifest | None = None,
 
 
 def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
-         store: Store | None = None) -> Plan:
+         store: Store | None = None) -> "Plan":
     """The model files ``workflow`` needs (UI or API format), resolved against store and manifest."""
     from .planner import plan_workflow
 
@@ -52,11 +66,12 @@ def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manif
     return plan_workflow(workflow, manifest, store)
 
 
-def ensure(items: Plan | Iterable[ModelEntry], *, settings: Settings | None = None, store: Store | None = None,
+def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = None, store: Store | None = None,
            on_progress: Callable[[Progress], None] | None = None,
-           after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None) -> EnsureReport:
+           after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None) -> "EnsureReport":
     """Make every entry present (downloading, or waiting on another process that is)."""
     from .fetch import ensure_entries
+    from .planner import Plan
     from .writeback import writeback_hook
 
     settings, _, store = defaults(settings, Manifest(), store)
@@ -65,7 +80,7 @@ def ensure(items: Plan | Iterable[ModelEntry], *, settings: Settings | None = No
 
 
 def status(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None,
-           remote: bool = False) -> list[FileStatus]:
+           remote: bool = False) -> "list[FileStatus]":
     """Each manifest entry's state on disk (no network, no hashing); ``remote`` adds the S3 mirror tier."""
     from .inventory import status as _status
 

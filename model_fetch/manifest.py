@@ -7,17 +7,16 @@ plus ``size?`` and ``mirrors?: [url]``. A manifest file (YAML or JSON) is a list
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from .errors import ManifestError
 from .folders import canonical
 
-DEFAULT_MANIFEST = Path(__file__).with_name("default_manifest.yaml")
+DEFAULT_MANIFEST = Path(__file__).with_name("default_manifest.json")
 URL_SCHEMES = ("http://", "https://", "hf://", "file://", "s3://")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -122,7 +121,7 @@ class Manifest:
 
 def parse_manifest(data: Any, where: str) -> Manifest:
     if isinstance(data, dict) and "models" in data:
-        data = data["models"]
+        data = data["models"]  # other top-level keys (such as "_comment") are ignored
     if data is None:
         data = []
     if not isinstance(data, list):
@@ -140,10 +139,18 @@ def read_manifest(path: Path) -> Manifest:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ManifestError(str(path), f"cannot read: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ManifestError(str(path), f"not valid YAML/JSON: {exc}") from exc
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ManifestError(str(path), f"not valid JSON: {exc}") from None
+    else:
+        import yaml  # only YAML manifests pay for the import
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ManifestError(str(path), f"not valid YAML/JSON: {exc}") from None
     return parse_manifest(data, str(path))
 
 

@@ -9,6 +9,7 @@ will not (404, 401/403), or ``RangeIgnored`` when a server answers a range with 
 from __future__ import annotations
 
 import email.utils
+import http.client
 import logging
 import os
 import threading
@@ -51,11 +52,13 @@ class Probe:
 
 
 class Transport(Protocol):
+    """``read`` may yield views of a reused buffer: each block is valid until the next one is asked for."""
+
     label: str
 
     def probe(self) -> Probe: ...
 
-    def read(self, start: int, end: int | None) -> Iterator[bytes]: ...
+    def read(self, start: int, end: int | None) -> Iterator[bytes | memoryview]: ...
 
 
 def redact(url: str) -> str:
@@ -97,6 +100,12 @@ class HttpTransport:
         self.label = label or redact(url)
         self._local = threading.local()
         self._origin_host = urlsplit(url).netloc
+
+    def _buffer(self) -> memoryview:
+        buf = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = self._local.buffer = memoryview(bytearray(BLOCK))
+        return buf
 
     def session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
@@ -165,15 +174,32 @@ class HttpTransport:
             expected = None if end is None else end - start + 1
             got = 0
             try:
-                for block in resp.iter_content(BLOCK):
+                for block in self._body(resp, expected):
                     got += len(block)
                     if expected is not None and got > expected:
                         raise Transient(f"{self.label} sent more bytes than asked")
                     yield block
-            except requests.RequestException as exc:
+            except (requests.RequestException, http.client.HTTPException, OSError) as exc:
                 raise Transient(f"{type(exc).__name__} while reading {self.label}") from None
             if expected is not None and got < expected:
                 raise Transient(f"{self.label} ended early ({got} of {expected} bytes)")
+
+
+    def _body(self, resp: requests.Response, expected: int | None) -> Iterator[memoryview | bytes]:
+        """Body blocks: straight from the socket into this thread's buffer when possible (no allocation)."""
+        fp = getattr(resp.raw, "_fp", None)
+        if not isinstance(fp, http.client.HTTPResponse) or resp.raw.headers.get("Content-Encoding", "identity") != "identity":
+            yield from resp.iter_content(BLOCK)
+            return
+        buf = self._buffer()
+        remaining = expected
+        while remaining is None or remaining > 0:
+            n = fp.readinto(buf if remaining is None else buf[: min(len(buf), remaining)])
+            if not n:
+                return
+            if remaining is not None:
+                remaining -= n
+            yield buf[:n]
 
 
 class FileTransport:

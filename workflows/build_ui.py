@@ -4,7 +4,7 @@
 
 Writes ``workflows/NAME.json`` (default NAME ``wan22_i2v_gguf``) from ``workflows/NAME.api.json``: same
 node ids and titles, nodes laid out in columns, widget values in the frontend's order, loaders carrying
-``properties.models`` (from ``model_fetch/default_manifest.yaml``) so the editor's missing-models dialog
+``properties.models`` (from ``model_fetch/default_manifest.json``) so the editor's missing-models dialog
 offers downloads. ``--check`` exits 1 when the file on disk differs from what would be written.
 The UI file must convert back to the API file exactly (``worker.ui_to_api``; tested).
 """
@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,7 +27,6 @@ from worker.ui_to_api import is_widget_input, ordered_specs, widget_slots  # noq
 log = logging.getLogger("build_ui")
 HERE = Path(__file__).resolve().parent
 DEFAULT_OBJECT_INFO = ROOT / "tests" / "data" / "object_info.json"
-MANIFEST = ROOT / "model_fetch" / "default_manifest.yaml"
 FRONTEND_VERSION = "1.35.9"
 PACK_NODES = {"WanUnetLoaderGGUF", "WanTextEncoderLoader"}
 COLORS = {"Positive Prompt": ("#232", "#353"), "Negative Prompt": ("#322", "#533")}
@@ -71,8 +69,9 @@ def _depth_columns(api: dict) -> list[list[str]]:
 
 
 def _manifest() -> dict[str, dict]:
-    data = yaml.safe_load(MANIFEST.read_text())
-    return {m["name"]: {"name": m["name"], "url": m["url"], "directory": m["directory"]} for m in data["models"]}
+    from model_fetch.manifest import load_manifest
+
+    return {e.name: {"name": e.name, "url": e.url, "directory": e.directory} for e in load_manifest()}
 
 
 def _size(cls: str, n_sockets: int, n_outputs: int, n_widgets: int, multiline: bool) -> list[float]:
