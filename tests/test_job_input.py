@@ -66,8 +66,6 @@ def test_valid_examples_pass(raw):
     assert job.workflow == raw.get("workflow", "wan22_i2v_gguf") and job.params == raw.get("params", {})
     assert job.images == tuple(ImageInput(**i) for i in raw.get("images", []))
     assert job.output == OutputSpec(**raw.get("output", {})) and job.action == raw.get("action", "run")
-    assert job.output.get("mode") == raw.get("output", {}).get("mode", "base64")  # dict-style access works too
-    assert [i.get("name") for i in job.images] == [i["name"] for i in raw.get("images", [])]
 
 
 def test_documented_examples_are_valid():

@@ -54,6 +54,41 @@ def gguf_name(stage: str, qtype: str) -> str:
     return f"wan22_i2v_{stage}_noise_tiny_{qtype}.gguf"
 
 
+# The production WAN 2.2 set (model_fetch's default manifest) and the tiny file standing in for each,
+# so the real workflow runs unchanged on tiny weights.
+STAND_INS = {
+    "wan2.2_i2v_high_noise_14B_Q5_0.gguf": ("diffusion_models", "wan22_i2v_high_noise_tiny_Q5_0.gguf"),
+    "wan2.2_i2v_low_noise_14B_Q5_0.gguf": ("diffusion_models", "wan22_i2v_low_noise_tiny_Q5_0.gguf"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": ("text_encoders", "umt5_tiny.safetensors"),
+    "wan_2.1_vae.safetensors": ("vae", "wan21_vae_tiny.safetensors"),
+    "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors": ("loras", "lightx2v_tiny_lora.safetensors"),
+}
+
+
+def stand_in_mirror(tiny_dir: Path, mirror_dir: Path, base_url: str | None = None) -> list[dict]:
+    """Put each tiny stand-in under its production name in ``mirror_dir`` (hard link, else copy) and
+    return manifest entries for it, served from ``base_url`` (or ``file://`` when None), with sha256."""
+    import os
+    import shutil
+
+    index = read_index(tiny_dir)
+    if index is None:
+        raise FileNotFoundError(f"no tiny weights in {tiny_dir}: run python -m tests.tiny_weights {tiny_dir}")
+    mirror_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for prod, (folder, tiny) in STAND_INS.items():
+        dest = mirror_dir / prod
+        if not dest.exists():
+            try:
+                os.link(tiny_dir / tiny, dest)
+            except OSError:
+                shutil.copyfile(tiny_dir / tiny, dest)
+        url = f"{base_url.rstrip('/')}/{prod}" if base_url else dest.resolve().as_uri()
+        entries.append({"name": prod, "directory": folder, "url": url, "hash": index["files"][tiny]["sha256"],
+                        "size": index["files"][tiny]["size"]})
+    return entries
+
+
 def _import_comfy(comfyui_dir: Path):
     if str(comfyui_dir) not in sys.path:
         sys.path.insert(0, str(comfyui_dir))

@@ -41,10 +41,6 @@ class ImageInput:
     name: str
     image: str  # base64, data URI or https URL
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """Dict-style access (``item.get("name")``) for callers that treat items as mappings."""
-        return getattr(self, key, default)
-
 
 @dataclass(frozen=True)
 class OutputSpec:
@@ -54,11 +50,6 @@ class OutputSpec:
     bucket: str | None = None
     prefix: str | None = None
     expires_in: int | None = None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Dict-style access (``output.get("mode")``); unset fields give ``default``."""
-        value = getattr(self, key, None)
-        return default if value is None else value
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,8 @@ def _upload_inputs(job: Job, client: ComfyClient, ctx: JobContext) -> tuple[str 
     input_dir, _ = ctx.runtime.io_dirs()
     renames: dict[str, str] = {}
     for i, item in enumerate(job.images):
-        name = safe_name(item.get("name"), f"images[{i}].name")
-        stored = client.upload_image(unique_name(name), load_image(item.get("image"), f"images[{i}].image", s))
+        name = safe_name(item.name, f"images[{i}].name")
+        stored = client.upload_image(unique_name(name), load_image(item.image, f"images[{i}].image", s))
         renames[name] = stored
         ctx.uploaded.append(input_dir / stored)
     image_name = None
@@ -117,16 +117,15 @@ def _collect(entry: dict, ctx: JobContext) -> list[out.OutputFile]:
 
 
 def _deliver(job: Job, files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
-    s = ctx.runtime.settings
-    mode = (job.output or {}).get("mode", "base64")
-    if mode == "s3":
+    s, spec = ctx.runtime.settings, job.output
+    if spec.mode == "s3":
         from model_fetch.s3 import make_client
 
-        bucket = (job.output or {}).get("bucket") or s.output_bucket
+        bucket = spec.bucket or s.output_bucket
         if not bucket:
             raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET)")
-        prefix = f"{(job.output or {}).get('prefix') or s.output_prefix}/{ctx.job_id}"
-        expires = int((job.output or {}).get("expires_in") or s.output_url_expires)
+        prefix = f"{spec.prefix or s.output_prefix}/{ctx.job_id}"
+        expires = int(spec.expires_in or s.output_url_expires)
         return out.to_s3(files, make_client(ctx.runtime.fetch_settings), bucket, prefix, expires)
     return out.as_base64(files, s.max_base64_bytes)
 
