@@ -1,11 +1,20 @@
-"""`make demo`: the two-stage WAN 2.2 I2V graph on tiny weights through a real ComfyUI on CPU.
+"""`make demo`: the whole job path on the embedded default — tiny weights, a local model mirror, CPU.
 
-Prints the path of the MP4 it wrote.
+1. builds tiny WAN 2.2 weights with ComfyUI's own classes and puts them in a local mirror under the
+   production file names (.demo/mirror), with a manifest pointing at it (sha256 included);
+2. empties the models folder (.demo/models): the first request must fetch everything;
+3. runs `python -m worker --test-input .demo/job.json` — the real worker: it starts ComfyUI on CPU,
+   plans the saved workflow's models, fetches them from the mirror, runs the two-stage graph;
+4. writes the returned video to .demo/output/ and prints its path.
 """
 
 from __future__ import annotations
 
-import logging
+import base64
+import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,17 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import graphs, tiny_weights  # noqa: E402
-from tests.conftest import link_models  # noqa: E402
+from tests import tiny_weights  # noqa: E402
+from tests.graphs import input_png  # noqa: E402
 from worker import comfyui_home  # noqa: E402
-from worker.comfy_client import ComfyClient, output_files  # noqa: E402
-from worker.supervisor import ComfyProcess, ComfySettings  # noqa: E402
+from worker.supervisor import free_port  # noqa: E402
 
 DEMO = ROOT / ".demo"
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         comfyui = comfyui_home.ensure()
     except comfyui_home.ComfyUINotFound as exc:
@@ -31,29 +38,38 @@ def main() -> int:
         return 1
     tiny = DEMO / "tiny-weights"
     tiny_weights.generate(tiny, comfyui)
-    base = DEMO / "comfy"
-    link_models(tiny, base / "models")
-    process = ComfyProcess(ComfySettings(comfyui_dir=comfyui, base_dir=base, cpu=True))
+    entries = tiny_weights.stand_in_mirror(tiny, DEMO / "mirror")
+    manifest = DEMO / "manifest.json"
+    manifest.write_text(json.dumps({"models": entries}, indent=2))
+    shutil.rmtree(DEMO / "models", ignore_errors=True)
+    job = DEMO / "job.json"
+    job.write_text(json.dumps({"input": {"workflow": "wan22_i2v_gguf", "params": {
+        "image": base64.b64encode(input_png(64, 48)).decode(), "prompt": "a cat walks slowly across the street",
+        "width": 64, "height": 48, "length": 9, "steps": 4, "fps": 8, "seed": 42}}}))
+    env = {**os.environ, "COMFYUI_DIR": str(comfyui), "WORKER_COMFY_CPU": "1",
+           "WORKER_COMFY_BASE_DIR": str(DEMO / "comfy"), "WORKER_COMFY_PORT": str(free_port()),
+           "MODEL_FETCH_MODELS_DIR": str(DEMO / "models"), "MODEL_FETCH_MANIFEST": str(manifest),
+           "MODEL_FETCH_NO_DEFAULT_MANIFEST": "1"}
+    print("running the worker on .demo/job.json (empty model folders, local mirror, CPU)…", file=sys.stderr)
     t0 = time.monotonic()
-    process.start()
-    try:
-        process.wait_ready()
-        print(f"ComfyUI ready in {time.monotonic() - t0:.1f}s at {process.url}")
-        client = ComfyClient(process.url)
-        image = client.upload_image("demo_start.png", graphs.input_png(64, 48))
-        graph = graphs.wan22_i2v(image=image, unet_high=tiny_weights.FILES["unet_high"],
-                                 unet_low=tiny_weights.FILES["unet_low"], vae=tiny_weights.FILES["vae"],
-                                 text_encoder=tiny_weights.FILES["umt5"], width=64, height=48, length=9,
-                                 prefix="video/demo")
-        t1 = time.monotonic()
-        entry = client.follow(client.queue_prompt(graph), deadline=time.monotonic() + 300, is_alive=process.alive)
-        files = output_files(entry)
-        video = base / "output" / files[0]["subfolder"] / files[0]["filename"]
-        print(f"graph ran in {time.monotonic() - t1:.1f}s")
-        print(video)
-        return 0
-    finally:
-        process.stop()
+    res = subprocess.run([sys.executable, "-m", "worker", "--test-input", str(job)], env=env, cwd=ROOT,
+                         stdout=subprocess.PIPE, text=True)
+    answer = json.loads(res.stdout) if res.stdout.strip().startswith("{") else {"error": "no answer"}
+    if res.returncode != 0 or "error" in answer:
+        print(f"!!! the job failed: {answer.get('error')} ({answer.get('code')})", file=sys.stderr)
+        return 1
+    out_dir = DEMO / "output"
+    out_dir.mkdir(exist_ok=True)
+    written = []
+    for item in answer["outputs"]:
+        path = out_dir / item["filename"]
+        path.write_bytes(base64.b64decode(item["data"]))
+        written.append(path)
+    print(f"fetched {len(answer['models']['fetched'])} model files; job took {time.monotonic() - t0:.1f}s "
+          f"(timings: {answer['timings']})", file=sys.stderr)
+    for path in written:
+        print(path)
+    return 0
 
 
 if __name__ == "__main__":
