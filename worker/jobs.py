@@ -50,6 +50,13 @@ def deadline_for(job: Job, params: dict, runtime: Runtime) -> float:
     return min(s.timeout_base + s.timeout_per_unit * units, s.timeout_max)
 
 
+def comfy_execution_seconds(entry: dict) -> float | None:
+    """ComfyUI's own run time, from the execution_start/-success timestamps in the history entry."""
+    stamps = {name: (data or {}).get("timestamp") for name, data in (entry.get("status") or {}).get("messages") or []}
+    start, end = stamps.get("execution_start"), stamps.get("execution_success")
+    return round((end - start) / 1000, 3) if start is not None and end is not None else None
+
+
 def _fetch_models(graph: dict, ctx: JobContext) -> dict:
     """Plan the graph's model files and fetch the missing ones, reporting bytes as they arrive."""
     rt = ctx.runtime
@@ -179,6 +186,9 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
         entry = client.follow(prompt_id, deadline=time.monotonic() + deadline_for(job, params, rt),
                               on_progress=on_progress, is_alive=rt.alive)
         ctx.timings["execution_s"] = round(time.monotonic() - t1, 3)
+        comfy_s = comfy_execution_seconds(entry)
+        if comfy_s is not None:
+            ctx.timings["comfy_execution_s"] = comfy_s
         files = _collect(entry, ctx)
         delivered = _deliver(job, files, ctx)
         ctx.timings["total_s"] = round(time.monotonic() - t0, 3)
