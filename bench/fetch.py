@@ -87,7 +87,7 @@ def speed_section(tmp: Path, path: Path, size: int, rate: int) -> tuple[str, str
     aria = results.get("aria2c -x8 -s8", (None,))[0]
     goals = [
         f"- ≥ 6x hf_hub_download: **{hf:.1f}x**, {verdict(hf >= 6)}",
-        f"- ≥ 1.2x aria2c -x8: " + (f"**{aria / ours:.2f}x**, {verdict(aria / ours >= 1.2)}" if aria else "aria2c not installed (apt-get install aria2)"),
+        "- ≥ 1.2x aria2c -x8: " + (f"**{aria / ours:.2f}x**, {verdict(aria / ours >= 1.2)}" if aria else "aria2c not installed (apt-get install aria2)"),
         f"- ≥ 90% of the aggregate cap ({cap // MiB} MiB/s): **{size / ours / cap:.0%}**, {verdict(size / ours >= 0.9 * cap)}",
         f"- peak RSS ≤ 300 MiB: **{results['model-fetch pull (8 connections)'][1] / MiB:.0f} MiB**, "
         f"{verdict(results['model-fetch pull (8 connections)'][1] <= 300 * MiB)}",
@@ -161,7 +161,7 @@ def status_section(tmp: Path) -> str:
                                "--models-dir", str(root)])
         cli.append(secs)
     cli_ms = sorted(cli)[len(cli) // 2] * 1000
-    return (f"6 files of 8–13 GB with valid stamps (sparse files; no hashing happens).\n\n"
+    return ("6 files of 8–13 GB with valid stamps (sparse files; no hashing happens).\n\n"
             + table(["call", "median ms"], [["model_fetch.status() in process (50 runs)", f"{api_ms:.2f}"],
                                              ["`model-fetch status` CLI, whole process (10 runs)", f"{cli_ms:.0f}"]])
             + f"\n\nGoal ≤ 50 ms: library call {verdict(api_ms <= 50)}; the CLI, including Python's start-up and imports, "

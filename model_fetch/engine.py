@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import journal as journal_mod
 from .config import Settings
-from .errors import DownloadError, IntegrityError, NotEnoughSpace, SourceNotFound
+from .errors import DownloadError, IntegrityError, NotEnoughSpace
 from .store import journal_path, part_path
 from .transports import Probe, RangeIgnored, Transient, Transport
 

@@ -535,7 +535,7 @@ def test_ui_file_converts_with_live_object_info(live_info):
 
 @pytest.mark.comfyui
 def test_object_info_snapshot_has_the_live_input_layout(live_info):
-    from worker.ui_to_api import ordered_specs, widget_slots
+    from worker.object_info import ordered_specs, widget_slots
 
     for node_type, entry in OBJECT_INFO.items():
         assert node_type in live_info, f"{node_type} vanished from ComfyUI: refresh tests/data/object_info.json"

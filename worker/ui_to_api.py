@@ -19,114 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInput
+from .object_info import migrate_values, widget_slots
 
 MUTED, BYPASS = 2, 4
 SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20
-WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "MARKDOWN", "IMAGEUPLOAD", "COLOR", "IMAGECOMPARE",
-                "CHART", "GALLERIA", "TEXTAREA", "WEBCAM", "AUDIOUPLOAD", "AUDIO_UI", "AUDIO_RECORD", "LOAD_3D",
-                "PREVIEW_3D", "COMFY_DYNAMICCOMBO_V3"}
-NOT_SERIALIZED = {"IMAGEUPLOAD", "AUDIOUPLOAD", "AUDIO_UI"}  # buttons / players: a widgets_values slot, no API input
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Label (rgthree)", "Bookmark (rgthree)", "Fast Groups Bypasser (rgthree)",
                  "Fast Groups Muter (rgthree)", "Fast Bypasser (rgthree)", "Fast Muter (rgthree)"}
 REROUTES = {"Reroute", "Reroute (rgthree)"}
 SAVE_NODES = {"SaveImage", "SaveVideo", "SaveAnimatedWEBP", "SaveWEBM", "SaveAudio", "SaveGLB", "SaveAnimatedPNG",
               "CLIPSave", "VAESave", "ModelSave", "LoraSave", "SaveLatent"}
-
-
-@dataclass(frozen=True)
-class WidgetSlot:
-    """One entry of a node's ``widgets_values``: its name, default, whether it becomes an API input."""
-
-    name: str
-    default: Any = None
-    serialize: bool = True
-    dynamic_prompts: bool = False
-    folder: str = "input"  # image_folder of upload combos: values get " [output]" annotations
-    extra: bool = False  # control_after_generate / control_filter_list
-
-
-def is_widget_input(spec: list) -> bool:
-    kind, opts = _kind(spec), _opts(spec)
-    return (opts.get("widgetType") or kind) in WIDGET_TYPES and not opts.get("forceInput")
-
-
-def _kind(spec: Any) -> str:
-    head = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
-    return "COMBO" if isinstance(head, list) else str(head)
-
-
-def _opts(spec: Any) -> dict:
-    opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 else None
-    return opts if isinstance(opts, dict) else {}
-
-
-def ordered_specs(info: dict) -> list[tuple[str, list, bool]]:
-    """``(name, spec, optional)`` in the frontend's order, with the inputs the frontend adds."""
-    inputs = info.get("input") or {}
-    required = dict(inputs.get("required") or {})
-    optional = {k: v for k, v in (inputs.get("optional") or {}).items() if k not in required}
-    for name, spec in list(required.items()):
-        opts = _opts(spec)
-        if any(opts.get(k) is True for k in ("image_upload", "video_upload", "animated_image_upload")):
-            required["upload"] = ["IMAGEUPLOAD", {**opts, "imageInputName": name}]
-            break
-    # (audio nodes also get trailing audioUI/upload widgets: after every input, so they change nothing here)
-    for name, spec in optional.items():
-        if _opts(spec).get("defaultInput"):
-            optional[name] = [spec[0], {**_opts(spec), "forceInput": True}]
-    specs = {**{k: (v, False) for k, v in required.items()}, **{k: (v, True) for k, v in optional.items()}}
-    order = info.get("input_order")
-    if not isinstance(order, dict):
-        return [(k, v, o) for k, (v, o) in specs.items()]
-    out = [(k, *specs[k]) for k in order.get("required") or [] if k in specs and not specs[k][1]]
-    out += [(k, *specs[k]) for k in order.get("optional") or [] if k in specs and specs[k][1]]
-    seen = {k for k, _, _ in out}
-    return out + [(k, v, o) for k, (v, o) in specs.items() if k not in seen]
-
-
-def widget_slots(info: dict) -> list[WidgetSlot]:
-    """Every ``widgets_values`` position of a node of this definition, in order."""
-    slots: list[WidgetSlot] = []
-    for name, spec, _ in ordered_specs(info):
-        if not is_widget_input(spec):
-            continue
-        kind, opts = _opts(spec).get("widgetType") or _kind(spec), _opts(spec)
-        if kind == "COMFY_DYNAMICCOMBO_V3":
-            raise InvalidInput("workflow", f"node type '{info.get('name')}' uses a dynamic combo input ('{name}'), "
-                                           "which this converter does not support; send the API-format export")
-        slots.append(WidgetSlot(name, _default(kind, spec), kind not in NOT_SERIALIZED,
-                                opts.get("dynamicPrompts") is True, str(opts.get("image_folder") or "input")))
-        control = opts.get("control_after_generate")
-        if kind == "INT" and control is None:
-            control = name in ("seed", "noise_seed")
-        if control and kind in ("INT", "FLOAT", "COMBO"):
-            slots.append(WidgetSlot("control_after_generate", "fixed", False, extra=True))
-            if kind == "COMBO" and not opts.get("multi_select"):
-                slots.append(WidgetSlot("control_filter_list", "", False, extra=True))
-    return slots
-
-
-def _default(kind: str, spec: list) -> Any:
-    opts = _opts(spec)
-    if "default" in opts:
-        return opts["default"]
-    if kind == "COMBO":
-        choices = spec[0] if isinstance(spec[0], list) else opts.get("options") or []
-        return choices[0] if choices else None
-    return {"INT": 0, "FLOAT": 0, "BOOLEAN": False, "STRING": ""}.get(kind)
-
-
-def _migrate(info: dict, slots: list[WidgetSlot], values: list) -> list:
-    """The frontend's ``migrateWidgetsValues``: drop values saved for forceInput inputs by old versions."""
-    names = {s.name for s in slots}
-    specs = [(n, s) for n, s, _ in ordered_specs({**info, "input_order": None})
-             if n in names or _opts(s).get("forceInput")]
-    if not any(_opts(s).get("forceInput") for _, s in specs):
-        return values
-    width = sum(2 if _opts(s).get("control_after_generate") or n in ("seed", "noise_seed") else 1 for n, s in specs)
-    if width != len(values):
-        return values
-    return [v for i, v in enumerate(values) if i >= len(specs) or not _opts(specs[i][1]).get("forceInput")]
 
 
 def process_dynamic_prompt(text: str, rng: random.Random | None = None) -> str:
@@ -381,7 +282,7 @@ class _Converter:
         slots = widget_slots({**info, "name": info.get("name") or node["type"]})
         raw = node.get("widgets_values")
         overrides = self.overrides.get(self.exec_id(g, node), {})
-        values = _migrate(info, slots, raw) if isinstance(raw, list) else []
+        values = migrate_values(info, slots, raw) if isinstance(raw, list) else []
         out: dict[str, Any] = {}
         for i, slot in enumerate(slots):
             if not slot.serialize:

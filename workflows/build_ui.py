@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from worker.ui_to_api import is_widget_input, ordered_specs, widget_slots  # noqa: E402
+from worker.object_info import is_widget_input, ordered_specs, widget_slots  # noqa: E402
 
 log = logging.getLogger("build_ui")
 HERE = Path(__file__).resolve().parent
