@@ -1,9 +1,14 @@
 """WAN serverless node pack: GGUF loaders for WAN 2.2, umt5 of any size, fetch on first use.
 
-Inside ComfyUI this exports the node mappings. Outside it (tests, benchmarks) the pure-torch
+Inside ComfyUI this exports the node mappings, the web extension (``web/``) and registers the
+``/model_fetch/*`` routes on the PromptServer. Outside it (tests, benchmarks) the pure-torch
 modules such as ``dequant`` stay importable: the UI surface is only loaded when ComfyUI's
-``folder_paths`` module is there.
+``folder_paths`` module is there, the routes only when a PromptServer is running.
 """
+
+import sys
+
+WEB_DIRECTORY = "./web"
 
 try:
     import folder_paths  # noqa: F401  (present only inside a ComfyUI process)
@@ -15,4 +20,11 @@ except ModuleNotFoundError as exc:
 else:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    _server = getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
+    if _server is not None:  # a running ComfyUI server, not an in-process import by tests or tools
+        from . import fetch, routes
+
+        routes.register(_server)
+        fetch.context()  # resolve the store now: its folders join ComfyUI's search paths at start-up
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

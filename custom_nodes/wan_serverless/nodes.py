@@ -1,7 +1,13 @@
 """The pack's UI surface: node classes as ComfyUI's graph editor shows them.
 
 Every loader finds its file through ``resolve_model(folder, name)`` and lists choices through
-``list_models(folder, extensions)``; hooks such as fetch-on-first-use belong in those two.
+``list_models(folder, extensions)``. Both know fetch on first use (fetch.py): the list holds the
+files on disk, then the manifest models not downloaded yet under their plain file names (so saved
+workflows and API graphs keep plain names); the input's tooltip and ``model_fetch`` metadata mark
+them, and web/model_fetch.js shows them with a ⤓ label in the dropdown. ``resolve_model`` fetches
+such a model, with a progress bar in bytes, when the graph runs. ``check_model`` (the loaders'
+``VALIDATE_INPUTS``) accepts a name that is on disk or in a manifest, so a graph can be queued
+before its models exist, and rejects any other name with a message naming file and folder.
 
 Besides its own nodes the pack provides ``UnetLoaderGGUF`` and ``CLIPLoaderGGUF`` (the node
 names and inputs of city96's ComfyUI-GGUF) so shared WAN 2.2 GGUF workflows run unchanged, but
@@ -14,14 +20,15 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import folder_paths
 
+import comfy.model_management
 import comfy.sd
 import comfy.utils
 
-from . import text_encoder
+from . import fetch, text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -33,37 +40,118 @@ COMMUNITY_PACK_DIR = re.compile(r"comfyui[-_]?gguf([-_.][\w.-]*)?", re.IGNORECAS
 
 
 class ModelNotFound(FileNotFoundError):
-    """A model name given to a loader is in none of the folders ComfyUI searches."""
+    """A model name given to a loader is in none of the folders ComfyUI searches and no manifest lists it."""
 
 
 class UnsupportedTextEncoder(ValueError):
     """A text encoder file/type combination this pack cannot load."""
 
 
+def _not_found(folder: str, name: str) -> ModelNotFound:
+    searched = ", ".join(folder_paths.get_folder_paths(folder)) or "none"
+    ctx = fetch.context()
+    if ctx is None:
+        hint = f"fetch on first use is off ({fetch.disabled_reason()})"
+    else:
+        hint = (f"no model_fetch manifest lists it (manifests: {ctx.sources_text()}); add an entry with "
+                f"name '{name}', directory '{folder}' and a url to a manifest named by MODEL_FETCH_MANIFEST")
+    return ModelNotFound(f"model '{name}' is not in any '{folder}' folder ({searched}) and {hint}, "
+                         f"or put the file in one of those folders")
+
+
+def _progress_bar(entry) -> Callable[[object], None]:
+    """A model_fetch progress callback driving a ComfyUI progress bar in bytes (total = file size)."""
+    bar = comfy.utils.ProgressBar(entry.size or 1)
+
+    def update(progress) -> None:
+        total = progress.total or entry.size or max(progress.done, 1)
+        bar.update_absolute(min(progress.done, total), total)
+
+    return update
+
+
 def resolve_model(folder: str, name: str) -> str:
-    """The full path of model ``name`` in ComfyUI folder ``folder``: the one place loaders resolve files."""
+    """The full path of model ``name`` in ComfyUI folder ``folder``: the one place loaders resolve files.
+
+    A file that is not on disk but listed by a model_fetch manifest is downloaded first (or waited
+    for, when another process is downloading it) with a progress bar on the running node.
+    """
     path = folder_paths.get_full_path(folder, name)
-    if path is None:
-        raise ModelNotFound(f"model '{name}' not found in any '{folder}' folder: {folder_paths.get_folder_paths(folder)}")
-    return path
+    if path is not None:
+        return path
+    ctx = fetch.context()
+    entry = ctx.entry(folder, name) if ctx is not None else None
+    if entry is None:
+        raise _not_found(folder, name)
+    log.info("'%s' is not on disk; fetching it into '%s' (fetch on first use)", name, folder)
+    fetched = ctx.fetch(entry, on_progress=_progress_bar(entry),
+                        on_poll=comfy.model_management.throw_exception_if_processing_interrupted)
+    path = folder_paths.get_full_path(folder, name)
+    return path if path is not None else str(fetched)
 
 
-def list_models(folder: str, extensions: Iterable[str]) -> list[str]:
-    """Names (relative paths) of the files with one of ``extensions`` in every path of ``folder``."""
-    wanted = {e.lower() for e in extensions}
+def _on_disk(folder: str, extensions: set[str]) -> list[str]:
     names: set[str] = set()
     for base in folder_paths.get_folder_paths(folder):
-        files, _ = folder_paths.recursive_search(base, excluded_dir_names=[".git"])
-        names.update(folder_paths.filter_files_extensions(files, wanted))
+        files, _ = folder_paths.recursive_search(base, excluded_dir_names=[".git", ".model-fetch"])
+        names.update(folder_paths.filter_files_extensions(files, extensions))
     return sorted(names)
 
 
-def _unet_choices() -> list[str]:
-    return list_models("diffusion_models", {GGUF, *folder_paths.supported_pt_extensions})
+def _fetchable(folder: str, extensions: set[str], on_disk: list[str]) -> dict[str, dict]:
+    ctx = fetch.context()
+    return ctx.fetchable(folder, extensions, set(on_disk)) if ctx is not None else {}
 
 
-def _text_encoder_choices() -> list[str]:
-    return list_models("text_encoders", {GGUF, *folder_paths.supported_pt_extensions})
+def list_models(folder: str, extensions: Iterable[str]) -> list[str]:
+    """Names (relative paths) of the files with one of ``extensions`` in every path of ``folder``, then
+    the manifest models of that folder not on disk yet (fetched when a graph uses them)."""
+    return model_input(folder, extensions)[0]
+
+
+def model_input(folder: str, extensions: Iterable[str]) -> tuple[list[str], dict]:
+    """A loader's combo input: ``list_models`` plus a tooltip and ``model_fetch`` metadata marking the
+    names that are not on disk yet. The values stay plain file names."""
+    wanted = {e.lower() for e in extensions}
+    on_disk = _on_disk(folder, wanted)
+    missing = _fetchable(folder, wanted, on_disk)
+    tooltip = f"Files in ComfyUI's '{folder}' folders."
+    if missing:
+        shown = ", ".join(f"{n} ({fetch.human_bytes(m['size'])})" for n, m in sorted(missing.items())[:8])
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        tooltip += (f" Listed after them, marked {fetch.MARK}: {len(missing)} model(s) from the model_fetch "
+                    f"manifest that are not downloaded yet and are fetched when the graph runs: {shown}{more}.")
+    options = {"tooltip": tooltip, "model_fetch": {"folder": folder, "missing": missing}}
+    return on_disk + sorted(missing), options
+
+
+def check_model(folder: str, name: str, extensions: Iterable[str]) -> bool | str:
+    """``VALIDATE_INPUTS`` for a model input: True when ``name`` is on disk or fetchable, else why not.
+
+    ComfyUI 0.8.0 skips its own "value not in list" check for an input that ``VALIDATE_INPUTS``
+    takes, so this check stands in for it: it admits what the list holds (files on disk, manifest
+    models not downloaded yet) and names file and folder for anything else.
+    """
+    wanted = {e.lower() for e in extensions}
+    if name is None:  # fed by a link: known only when the graph runs, where resolve_model checks it
+        return True
+    if not isinstance(name, str) or not name:
+        return f"a model file name is required for '{folder}'"
+    if os.path.splitext(name)[1].lower() not in wanted:
+        return f"'{name}' is not a {'/'.join(sorted(wanted))} file"
+    if folder_paths.get_full_path(folder, name) is not None:
+        return True
+    ctx = fetch.context()
+    try:
+        if ctx is not None and ctx.entry(folder, name) is not None:
+            return True
+    except Exception as exc:  # noqa: BLE001 - a broken manifest is reported, not raised, at validation
+        return f"model '{name}' is not on disk and the model_fetch manifest cannot be read: {exc}"
+    return str(_not_found(folder, name))
+
+
+UNET_EXTENSIONS = {GGUF, *folder_paths.supported_pt_extensions}
+TEXT_ENCODER_EXTENSIONS = {GGUF, *folder_paths.supported_pt_extensions}
 
 
 def load_diffusion_model(path: str):
@@ -90,13 +178,18 @@ class WanUnetLoaderGGUF:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"unet_name": (_unet_choices(),)}}
+        return {"required": {"unet_name": model_input("diffusion_models", UNET_EXTENSIONS)}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, unet_name):
+        return check_model("diffusion_models", unet_name, UNET_EXTENSIONS)
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads a WAN diffusion model. GGUF weights stay quantized in memory and are dequantized "
-                   "layer by layer when the model runs; LoRAs apply on top at that point.")
+                   "layer by layer when the model runs; LoRAs apply on top at that point. Models marked "
+                   f"{fetch.MARK} are not on disk yet: the run downloads them first.")
 
     def load(self, unet_name: str):
         return (load_diffusion_model(resolve_model("diffusion_models", unet_name)),)
@@ -107,13 +200,18 @@ class WanTextEncoderLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"clip_name": (_text_encoder_choices(),)}}
+        return {"required": {"clip_name": model_input("text_encoders", TEXT_ENCODER_EXTENSIONS)}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, clip_name):
+        return check_model("text_encoders", clip_name, TEXT_ENCODER_EXTENSIONS)
 
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads a umt5 text encoder of any size for WAN (.safetensors, or .gguf in llama.cpp's T5 "
-                   "layout); the config comes from the weights.")
+                   f"layout); the config comes from the weights. Models marked {fetch.MARK} are not on disk yet: "
+                   "the run downloads them first.")
 
     def load(self, clip_name: str):
         return (load_wan_text_encoder(resolve_model("text_encoders", clip_name)),)
@@ -126,7 +224,11 @@ class UnetLoaderGGUF:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"unet_name": (list_models("diffusion_models", {GGUF}),)}}
+        return {"required": {"unet_name": model_input("diffusion_models", {GGUF})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, unet_name):
+        return check_model("diffusion_models", unet_name, {GGUF})
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load_unet"
@@ -144,8 +246,12 @@ class CLIPLoaderGGUF:
     def INPUT_TYPES(cls):
         import nodes
 
-        return {"required": {"clip_name": (_text_encoder_choices(),),
+        return {"required": {"clip_name": model_input("text_encoders", TEXT_ENCODER_EXTENSIONS),
                              "type": nodes.CLIPLoader.INPUT_TYPES()["required"]["type"]}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, clip_name):
+        return check_model("text_encoders", clip_name, TEXT_ENCODER_EXTENSIONS)
 
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load_clip"

@@ -1,0 +1,100 @@
+"""Where fetch on first use gets model_fetch, its settings and its store inside ComfyUI.
+
+Import: ``model_fetch`` as installed (``pip install -e .``); failing that, from the repository this
+pack is linked from (``<repo>/custom_nodes/wan_serverless`` -> ``<repo>`` is put on ``sys.path``).
+When neither works, fetch on first use is off: one log line says why, and the loaders keep
+working on files that are on disk.
+
+Store (the models roots model_fetch reads and writes):
+
+* ``MODEL_FETCH_MODELS_DIR`` set: exactly those roots, as for the CLI and the worker.
+* unset: the network volume (``MODEL_FETCH_VOLUME_DIR``, default ``/runpod-volume/models``) when it
+  exists, then ComfyUI's own models directory (``folder_paths.models_dir``), then model_fetch's
+  local root (``MODEL_FETCH_LOCAL_DIR``). Downloads go to the first writable one: the shared
+  volume when there is one, otherwise ComfyUI's ``models/``, where a ComfyUI user expects them.
+
+Every root's folders (legacy aliases included) are appended to ComfyUI's search paths unless
+already there, so a file model_fetch places is found by the very loader that asked, with or
+without an ``extra_model_paths.yaml``. Paths ComfyUI already searches keep their precedence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: The repository root when this pack sits at ``<repo>/custom_nodes/wan_serverless`` (symlinks resolved).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def import_model_fetch() -> tuple[ModuleType | None, str | None]:
+    """``(model_fetch, None)``, or ``(None, why not)`` when it cannot be imported."""
+    try:
+        import model_fetch
+
+        return model_fetch, None
+    except ImportError as exc:
+        error: ImportError = exc
+    if (REPO_ROOT / "model_fetch" / "__init__.py").is_file() and str(REPO_ROOT) not in sys.path:
+        sys.path.append(str(REPO_ROOT))
+        try:
+            import model_fetch
+
+            log.info("model_fetch imported from the repository at %s", REPO_ROOT)
+            return model_fetch, None
+        except ImportError as exc:
+            error = exc
+    missing = getattr(error, "name", None) or str(error)
+    return None, (f"model_fetch cannot be imported ({type(error).__name__}: {missing}); install it with "
+                  f"`pip install -e <repo>` in ComfyUI's Python environment")
+
+
+def store_roots(settings: Any, comfy_models_dir: Path) -> list[Path]:
+    """The models roots of the pack's store, in search order (the first writable one is written to)."""
+    if settings.models_dirs:
+        return list(settings.models_dirs)
+    roots = [settings.volume_dir] if settings.volume_dir.is_dir() else []
+    roots += [comfy_models_dir, settings.local_dir]
+    unique: dict[str, Path] = {}
+    for root in roots:
+        unique.setdefault(os.path.realpath(root), Path(root))
+    return list(unique.values())
+
+
+def register_roots(roots: list[Path], folders: dict[str, tuple[str, ...]]) -> list[str]:
+    """Append each root's model folders to ComfyUI's search paths; return the paths added."""
+    import folder_paths
+
+    added = []
+    for folder, subdirs in folders.items():
+        if folder not in folder_paths.folder_names_and_paths:
+            continue
+        known = {os.path.realpath(p) for p in folder_paths.get_folder_paths(folder)}
+        for root in roots:
+            for sub in subdirs:
+                path = os.path.join(os.path.abspath(root), sub)
+                if os.path.realpath(path) not in known:
+                    folder_paths.add_model_folder_path(folder, path, is_default=False)
+                    known.add(os.path.realpath(path))
+                    added.append(path)
+    return added
+
+
+def make_store(mf: ModuleType) -> tuple[Any, Any]:
+    """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI."""
+    import folder_paths
+
+    from model_fetch.folders import FOLDERS
+
+    settings = mf.Settings.from_env()
+    store = mf.Store(store_roots(settings, Path(folder_paths.models_dir)))
+    added = register_roots(store.roots, FOLDERS)
+    log.info("model_fetch store: %s%s", ", ".join(map(str, store.roots)),
+             f" ({len(added)} folder path(s) added to ComfyUI's search paths)" if added else "")
+    return settings, store

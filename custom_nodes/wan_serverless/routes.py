@@ -1,0 +1,109 @@
+"""HTTP routes on ComfyUI's PromptServer for fetch on first use (also under ``/api/...``).
+
+``GET /model_fetch/status``
+    200 ``{"enabled": true, "roots": [...], "write_root": str|null, "manifests": [...], "models": [row]}``;
+    a row is ``{name, directory, state, size, done, total, path, sha256, holder, tiers, comfyui_path}``
+    plus ``phase``/``message`` while this process downloads it and ``error`` after a failed download.
+    ``state`` is model_fetch's (present, unverified, downloading, partial, missing); ``done``/``total``
+    are bytes; ``comfyui_path`` is where ComfyUI's loaders find the file (it may lie outside the store).
+``POST /model_fetch/pull`` with ``{"names": [name or "directory/name", ...]}`` or ``{"all": true}``
+    202 ``{"started": [...], "running": [...], "present": [...]}`` at once; the downloads run in
+    background threads and show in ``/model_fetch/status``.
+
+Errors are ``{"error": message, "code": ...}``: 400 ``bad_request`` (body), 400 ``model_unknown``
+(with ``unknown``: the names no manifest lists), 500 ``manifest_invalid``, 503 ``fetch_disabled``.
+Work that touches the disk runs in a thread, never on ComfyUI's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from . import fetch
+
+log = logging.getLogger(__name__)
+_registered: set[int] = set()
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, "code": code, **extra}, status=status)
+
+
+def _context_or_error() -> tuple[fetch.PackFetch | None, web.Response | None]:
+    ctx = fetch.context()
+    if ctx is None:
+        return None, _error(503, "fetch_disabled", f"fetch on first use is disabled: {fetch.disabled_reason()}")
+    return ctx, None
+
+
+def _status_document(ctx: fetch.PackFetch) -> dict:
+    try:
+        write_root = str(ctx.store.write_root())
+    except PermissionError:
+        write_root = None
+    return {"enabled": True, "roots": [str(r) for r in ctx.store.roots], "write_root": write_root,
+            "manifests": [str(p) for p in ctx.manifest_paths()], "models": ctx.status()}
+
+
+def parse_pull(body: Any) -> list[str] | None:
+    """The names a pull request asks for, None for all; ValueError with the reason when malformed."""
+    usage = 'expected {"names": ["<model file name>", ...]} or {"all": true}'
+    if not isinstance(body, dict):
+        raise ValueError(f"the body must be a JSON object: {usage}")
+    unknown_keys = set(body) - {"names", "all"}
+    if unknown_keys:
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown_keys))}: {usage}")
+    if body.get("all") is True and "names" not in body:
+        return None
+    names = body.get("names")
+    if "all" in body or not isinstance(names, list) or not names \
+            or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(usage)
+    return [n.strip() for n in names]
+
+
+async def get_status(request: web.Request) -> web.Response:
+    ctx, error = _context_or_error()
+    if error is not None:
+        return error
+    try:
+        return web.json_response(await asyncio.to_thread(_status_document, ctx))
+    except ctx.mf.ModelFetchError as exc:
+        return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
+
+
+async def post_pull(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error(400, "bad_request", 'the body is not JSON: expected {"names": [...]} or {"all": true}')
+    try:
+        names = parse_pull(body)
+    except ValueError as exc:
+        return _error(400, "bad_request", str(exc))
+    ctx, error = _context_or_error()
+    if error is not None:
+        return error
+    try:
+        started = await asyncio.to_thread(ctx.pull, names)
+    except fetch.UnknownModels as exc:
+        return _error(400, "model_unknown", str(exc), unknown=exc.names)
+    except ctx.mf.ModelFetchError as exc:
+        return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
+    log.info("model_fetch pull: started %d, already running %d, present %d",
+             len(started["started"]), len(started["running"]), len(started["present"]))
+    return web.json_response(started, status=202)
+
+
+def register(server: Any) -> None:
+    """Add the routes to ``server`` (ComfyUI's PromptServer instance), once."""
+    if id(server) in _registered:
+        return
+    _registered.add(id(server))
+    server.routes.get("/model_fetch/status")(get_status)
+    server.routes.post("/model_fetch/pull")(post_pull)
