@@ -225,6 +225,7 @@ class Download:
         while True:
             if self._failed is not None:
                 raise Cancelled()
+            tried_from = pos
             try:
                 for block in self.t.read(pos, end):
                     os.pwrite(fd, block, pos)
@@ -236,7 +237,7 @@ class Download:
                     return
                 raise Transient(f"{self.t.label} ended early in chunk {index}")
             except Transient as exc:
-                attempt = 0 if pos > start and attempt == 0 else attempt + 1
+                attempt = 0 if pos > tried_from else attempt + 1  # progress in this try resets the count
                 if attempt >= self.settings.max_attempts:
                     raise DownloadError(f"{self.final.name}: chunk {index} failed {attempt} times: {exc}") from None
                 delay = backoff(attempt, self.settings, exc.retry_after)

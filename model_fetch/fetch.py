@@ -4,8 +4,11 @@ try the sources in tier order (mirrors, then origin), stamp the result.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -13,14 +16,15 @@ from pathlib import Path
 
 from . import journal
 from .config import Settings
-from .engine import Download
-from .errors import DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, OfflineError, SourceNotFound
+from .engine import Download, preflight
+from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace, OfflineError,
+                     SourceNotFound)
 from .hashing import sha256_file
 from .lease import Lease
 from .manifest import ModelEntry
 from .progress import Progress, Throttle
 from .sources import is_network, transport_for
-from .store import Store, journal_path
+from .store import Store, journal_path, part_path
 
 log = logging.getLogger(__name__)
 OnProgress = Callable[[Progress], None]
@@ -121,6 +125,8 @@ class Fetcher:
         sources = self.sources(entry)
         if not sources:
             raise OfflineError([entry.describe()])
+        if entry.size is not None:  # the manifest gives the size: refuse before any request
+            preflight(entry.name, final.parent, entry.size, self.settings)
         expected = self._expected_sha(entry)
         throttle = Throttle()
         failures: list[ModelFetchError] = []
@@ -173,15 +179,16 @@ class Fetcher:
         final = self.store.target(entry)
         final.parent.mkdir(parents=True, exist_ok=True)
         lease = self._lease_for(final)
-        if not lease.try_acquire():
-            return None
-        try:
-            found = self.present(entry)  # finished by someone else just before we took the lease
-            if found is not None:
-                return found
-            return self._download(entry, final, lease)
-        finally:
-            lease.release()
+        with _space_errors(entry, final):
+            if not lease.try_acquire():
+                return None
+            try:
+                found = self.present(entry)  # finished by someone else just before we took the lease
+                if found is not None:
+                    return found
+                return self._download(entry, final, lease)
+            finally:
+                lease.release()
 
     def ensure_one(self, entry: ModelEntry) -> Fetched:
         deadline = time.monotonic() + self.settings.wait_timeout
@@ -220,6 +227,20 @@ class Fetcher:
         for entry in deferred:
             report.files.append(self.ensure_one(entry))
         return report
+
+
+@contextlib.contextmanager
+def _space_errors(entry: ModelEntry, final: Path):
+    """The filesystem filled up after the preflight (another writer): any write failing with ENOSPC/EDQUOT
+    (chunk journal, lease, stamp) becomes NotEnoughSpace, one clear error; a ``.part`` stays resumable."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        part = part_path(final)
+        need = entry.size or (part.stat().st_size if part.exists() else 0)
+        raise NotEnoughSpace(entry.name, str(final.parent), need, shutil.disk_usage(final.parent).free) from None
 
 
 def ensure_entries(entries: Iterable[ModelEntry], store: Store, settings: Settings,

@@ -102,10 +102,17 @@ class Lease:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": HOST, "pid": os.getpid(), "token": self.token, "started": time.time()}, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": HOST, "pid": os.getpid(), "token": self.token, "started": time.time()}, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # e.g. ENOSPC: an empty lease would block every other process for the TTL
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            raise
         return True
 
     def _break_if_stale(self) -> bool:
