@@ -168,9 +168,10 @@ class Download:
             os.ftruncate(fd, 0)
         self._allocate(fd, size)
         done = set(jr.done)
-        self.done_bytes = journal_mod.done_bytes(header, done)
-        if done:
-            log.info("%s: resuming, %d of %d chunks already here", self.final.name, len(done), header.chunks())
+        self.done_bytes = journal_mod.done_bytes(header, done, jr.partial)
+        if done or jr.partial:
+            log.info("%s: resuming, %d of %d chunks already here (%d in part)", self.final.name, len(done),
+                     header.chunks(), len(jr.partial))
         pending = [i for i in range(header.chunks()) if i not in done]
         hasher = _PrefixHasher(fd, header, jr.done, self._cond)  # jr.done grows under self._cond
         hasher_thread = threading.Thread(target=hasher.run, name="sha256", daemon=True)
@@ -190,7 +191,7 @@ class Download:
                     index = next_chunk()
                     if index is None:
                         return
-                    self._fetch_chunk(fd, header, index)
+                    self._fetch_chunk(fd, header, index, jr)
                     with self._cond:
                         jr.mark(index)
                         self._cond.notify_all()
@@ -219,9 +220,10 @@ class Download:
         jr.close()
         return hasher.hexdigest()
 
-    def _fetch_chunk(self, fd: int, header: journal_mod.Header, index: int) -> None:
+    def _fetch_chunk(self, fd: int, header: journal_mod.Header, index: int, jr: journal_mod.Journal) -> None:
         start, end = header.span(index)
-        pos, attempt = start, 0
+        pos, attempt = max(start, jr.partial.get(index, start)), 0  # resume inside the chunk
+        noted = pos
         while True:
             if self._failed is not None:
                 raise Cancelled()
@@ -231,6 +233,9 @@ class Download:
                     os.pwrite(fd, block, pos)
                     pos += len(block)
                     self._count(len(block))
+                    if pos - noted >= journal_mod.PARTIAL_EVERY and pos <= end:
+                        jr.mark_partial(index, pos)
+                        noted = pos
                     if self._failed is not None:
                         raise Cancelled()
                 if pos > end:

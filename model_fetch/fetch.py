@@ -89,11 +89,11 @@ class Fetcher:
         return Lease(self.store.lease_path(final), ttl=self.settings.lease_ttl, heartbeat=self.settings.lease_heartbeat)
 
     def _wait_report(self, entry: ModelEntry, final: Path, lease: Lease) -> None:
-        header, done = journal.read(journal_path(final))
+        header, done, partial = journal.read_progress(journal_path(final))
         holder = lease.holder()
         who = f"{holder.host}:{holder.pid}" if holder else "another process"
         total = header.size if header else entry.size
-        self.emit(Progress(entry.name, entry.directory, "wait", journal.done_bytes(header, done) if header else 0,
+        self.emit(Progress(entry.name, entry.directory, "wait", journal.done_bytes(header, done, partial) if header else 0,
                            total, message=f"downloaded by {who}"))
 
     # -- downloading ------------------------------------------------------------------------

@@ -50,12 +50,12 @@ def file_status(entry: ModelEntry, store: Store, lease_ttl: float = 30.0) -> Fil
         return FileStatus(entry, "unverified", path, size, size, tiers=["local"])
     for part in _partials(store, entry):
         final = part.with_name(part.name[: -len(PART)])
-        header, done = journal.read(journal_path(final))
+        header, done, partial = journal.read_progress(journal_path(final))
         lease = Lease(store.lease_path(final), ttl=lease_ttl)
         holder = lease.holder()
         active = holder is not None and not lease.is_stale(holder)
         return FileStatus(entry, "downloading" if active else "partial", part,
-                          header.size if header else entry.size, journal.done_bytes(header, done) if header else 0,
+                          header.size if header else entry.size, journal.done_bytes(header, done, partial) if header else 0,
                           holder=f"{holder.host}:{holder.pid}" if active else None)
     return FileStatus(entry, "missing", None, entry.size)
 

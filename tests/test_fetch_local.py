@@ -184,3 +184,26 @@ def test_cli_pull_status_json_and_exit_codes(env, tmp_path):
     bad.write_text("- {name: x}\n")
     broken = cli("status", "--no-default-manifest", "--manifest", str(bad))
     assert broken.returncode == 1 and str(bad) in broken.stderr and "entry #1" in broken.stderr
+
+
+def test_resume_continues_inside_a_chunk_in_flight(env):
+    settings, store, entry, src, sha = env
+    final = store.target(entry)
+    final.parent.mkdir(parents=True)
+    data = src.read_bytes()
+    header = journal.Header(size=len(data), chunk=settings.chunk_size, validator=f"sha256:{sha}|{len(data)}")
+    a, b = header.span(3)
+    middle = a + (b - a) // 2
+    with open(part_path(final), "wb") as f:  # chunk 0 complete, chunk 3 written up to `middle`, then a kill
+        f.truncate(len(data))
+        f.write(data[: settings.chunk_size])
+        f.seek(a)
+        f.write(data[a:middle])
+    j = journal.Journal(journal_path(final), header)
+    j.mark(0)
+    j.mark_partial(3, middle)
+    j.close()
+    assert journal.done_bytes(*journal.read_progress(journal_path(final))) == settings.chunk_size + (middle - a)
+    report = model_fetch.ensure([entry], settings=settings, store=store)
+    assert report.files[0].path.read_bytes() == data
+    assert report.downloaded_bytes == len(data) - settings.chunk_size - (middle - a)

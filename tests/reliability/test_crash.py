@@ -22,18 +22,17 @@ from tests.reliability.helpers import (GiB, MiB, Proc, child_env, cli_command, l
 pytestmark = pytest.mark.slow
 KILLS = 20
 SEED = 20240611
-CHUNK_MB = 2
 RATE = 6 * MiB  # bytes/s per connection while killing: 8 connections, 48 MiB/s, a whole pull ~21 s
 KILL_AFTER = (0.1, 2.0)  # seconds after the process started
 MAX_RATIO = 1.5
 
 
 def journaled(final: Path, size: int) -> float:
-    """Fraction of the file in completed (journaled) chunks; 1.0 once it is placed."""
+    """Fraction of the file journaled (complete chunks and the written part of chunks in flight); 1.0 once placed."""
     if final.exists():
         return 1.0
-    header, done = journal.read(journal_path(final))
-    return journal.done_bytes(header, done) / size if header is not None and part_path(final).exists() else 0.0
+    header, done, partial = journal.read_progress(journal_path(final))
+    return journal.done_bytes(header, done, partial) / size if header is not None and part_path(final).exists() else 0.0
 
 
 def state_after_kill(final: Path, before: float, after: float) -> str:
@@ -60,7 +59,7 @@ def test_sigkill_at_random_moments_never_places_wrong_bytes(gib_model: tuple[Pat
         manifest = write_manifest(scratch / "manifest.json", [{
             "name": "model.bin", "directory": "diffusion_models", "url": f"{server.url}/model.bin", "hash": sha,
             "size": GiB}])
-        env = child_env(models, manifest, MODEL_FETCH_CHUNK_MB=str(CHUNK_MB))
+        env = child_env(models, manifest)  # default settings: 8 MiB chunks, 8 connections
         while len(kills) < KILLS and spawned < 3 * KILLS:
             delay = rng.uniform(*KILL_AFTER)
             before = journaled(final, GiB)
@@ -104,12 +103,9 @@ def test_sigkill_at_random_moments_never_places_wrong_bytes(gib_model: tuple[Pat
     write_section("crash", "Crash: 20 SIGKILLs during pulls of a 1 GiB model", f"""
 One `model-fetch pull` at a time; each is sent SIGKILL at a random moment (`random.Random({SEED})`, uniform
 {KILL_AFTER[0]}–{KILL_AFTER[1]} s after it started) and the next pull starts at once. Server rate limit
-{RATE // MiB} MiB/s per connection while killing (8 connections), none for the last pull;
-`MODEL_FETCH_CHUNK_MB={CHUNK_MB}`. After every kill the final name must be absent or hold the right sha256.
-A kill loses the unjournaled part of the chunks in flight: at most connections x chunk = {8 * CHUNK_MB} MiB
-here (half that expected), so {KILLS} kills cost at most {KILLS * 8 * CHUNK_MB} MiB of 1 GiB. With the default 8 MiB
-chunks they would cost ~640 MiB expected (~1.6x), up to 1.25 GiB, and kills closer together than one chunk's
-transfer time would make no progress at all. Claim: {KILLS} kills, never a wrong file, the last pull completes,
+{RATE // MiB} MiB/s per connection while killing (8 connections), none for the last pull; default settings
+(8 MiB chunks). After every kill the final name must be absent or hold the right sha256. The journal records
+chunks in flight every 1 MiB, so a kill loses at most about 1 MiB per connection, whatever the chunk size. Claim: {KILLS} kills, never a wrong file, the last pull completes,
 bytes served <= {MAX_RATIO}x the file.
 
 {summary}
