@@ -1,7 +1,8 @@
 """The download engine: every source's bytes reach a final file name through here, and only here.
 
-``<name>.part`` is preallocated in the destination folder; N workers fetch chunk ranges in
-order and ``pwrite`` them; each finished chunk goes in the journal (so a killed process resumes);
+``<name>.part`` is preallocated in the destination folder and mapped into memory; N workers fetch
+chunk ranges in order and receive them straight into the mapping (one copy, socket to page cache;
+``pwrite`` where the filesystem cannot preallocate, so a full disk is an error, never a SIGBUS); each finished chunk goes in the journal (so a killed process resumes);
 a hasher thread feeds sha256 with the contiguous prefix as it completes (from the page cache, no
 pass after the download); then fsync, atomic rename, directory fsync. A partial chunk is resumed
 from its last byte on retry. A server that ignores ``Range`` is read as one stream.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import random
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,16 +151,19 @@ class Download:
             except FileNotFoundError:
                 pass
 
-    def _allocate(self, fd: int, size: int) -> None:
+    def _allocate(self, fd: int, size: int) -> bool:
+        """Size the .part and reserve its blocks; False where the filesystem cannot preallocate."""
         try:
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)
             os.posix_fallocate(fd, 0, size)
+            return True
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
                 raise NotEnoughSpace(self.final.name, str(self.final.parent), size, shutil.disk_usage(self.final.parent).free) from None
             if exc.errno not in (22, 95):  # EINVAL/EOPNOTSUPP: no fallocate on this filesystem; ftruncate is enough
                 raise
+            return False
 
     # -- ranged, parallel -----------------------------------------------------------------
     def _ranged(self, fd: int, size: int, identity: str) -> str:
@@ -166,14 +171,28 @@ class Download:
         jr = journal_mod.Journal(journal_path(self.final), header)
         if not jr.resumed:
             os.ftruncate(fd, 0)
-        self._allocate(fd, size)
+        # Blocks reserved: receive into a shared mapping (no ENOSPC can surface later as SIGBUS).
+        mm = mmap.mmap(fd, size) if self._allocate(fd, size) else None
+        try:
+            return self._ranged_into(fd, mm, header, jr, identity)
+        finally:
+            if mm is not None:
+                try:
+                    mm.flush()
+                    mm.close()
+                except (BufferError, ValueError):
+                    pass  # a view still alive: the mapping closes when it is collected; fsync follows anyway
+
+    def _ranged_into(self, fd: int, mm: mmap.mmap | None, header: journal_mod.Header, jr: journal_mod.Journal,
+                     identity: str) -> str:
+        view = memoryview(mm) if mm is not None else None
         done = set(jr.done)
         self.done_bytes = journal_mod.done_bytes(header, done, jr.partial)
         if done or jr.partial:
             log.info("%s: resuming, %d of %d chunks already here (%d in part)", self.final.name, len(done),
                      header.chunks(), len(jr.partial))
         pending = [i for i in range(header.chunks()) if i not in done]
-        hasher = _PrefixHasher(fd, header, jr.done, self._cond)  # jr.done grows under self._cond
+        hasher = _PrefixHasher(fd, header, jr.done, self._cond, mm)  # jr.done grows under self._cond
         hasher_thread = threading.Thread(target=hasher.run, name="sha256", daemon=True)
         hasher_thread.start()
         queue = iter(pending)
@@ -191,7 +210,7 @@ class Download:
                     index = next_chunk()
                     if index is None:
                         return
-                    self._fetch_chunk(fd, header, index, jr)
+                    self._fetch_chunk(fd, view, header, index, jr)
                     with self._cond:
                         jr.mark(index)
                         self._cond.notify_all()
@@ -214,13 +233,29 @@ class Download:
                 log.warning("%s: server ignores Range; reading it as one stream", self.t.label)
                 self._failed = None
                 self.done_bytes = 0
-                return self._stream(fd, size, identity)
+                return self._stream(fd, header.size, identity)
             raise self._failed
         hasher_thread.join()
         jr.close()
         return hasher.hexdigest()
 
-    def _fetch_chunk(self, fd: int, header: journal_mod.Header, index: int, jr: journal_mod.Journal) -> None:
+    def _receive(self, fd: int, view: memoryview | None, pos: int, end: int) -> Iterator[int]:
+        """Bytes ``pos..end`` into the .part (the mapping when there is one); yields counts as they land."""
+        read_into = getattr(self.t, "read_into", None)
+        if view is not None and read_into is not None:
+            yield from read_into(pos, end, view[pos:end + 1])
+            return
+        for block in self.t.read(pos, end):
+            n = len(block)
+            if view is not None:
+                view[pos:pos + n] = block
+            else:
+                os.pwrite(fd, block, pos)
+            pos += n
+            yield n
+
+    def _fetch_chunk(self, fd: int, view: memoryview | None, header: journal_mod.Header, index: int,
+                     jr: journal_mod.Journal) -> None:
         start, end = header.span(index)
         pos, attempt = max(start, jr.partial.get(index, start)), 0  # resume inside the chunk
         noted = pos
@@ -229,10 +264,9 @@ class Download:
                 raise Cancelled()
             tried_from = pos
             try:
-                for block in self.t.read(pos, end):
-                    os.pwrite(fd, block, pos)
-                    pos += len(block)
-                    self._count(len(block))
+                for n in self._receive(fd, view, pos, end):
+                    pos += n
+                    self._count(n)
                     if pos - noted >= journal_mod.PARTIAL_EVERY and pos <= end:
                         jr.mark_partial(index, pos)
                         noted = pos
@@ -282,16 +316,18 @@ class Download:
 
 
 class _PrefixHasher:
-    """Hashes chunks in order as soon as each is complete, reading them back with ``pread``; flushes
-    the hashed prefix to disk every ``SYNC_EVERY`` bytes so the final fsync has little left to do."""
+    """Hashes chunks in order as soon as each is complete (from the mapping, else read back with ``pread``);
+    flushes the hashed prefix every ``SYNC_EVERY`` bytes, so the final fsync has little left to do, and
+    drops it from the mapping, so resident memory stays bounded."""
 
-    SYNC_EVERY = 256 * 1024 * 1024
+    SYNC_EVERY = 64 * 1024 * 1024
 
-    def __init__(self, fd: int, header: journal_mod.Header, done: set[int], cond: threading.Condition) -> None:
-        self.fd, self.header, self.done, self.cond = fd, header, done, cond
+    def __init__(self, fd: int, header: journal_mod.Header, done: set[int], cond: threading.Condition,
+                 mm: mmap.mmap | None = None) -> None:
+        self.fd, self.header, self.done, self.cond, self.mm = fd, header, done, cond, mm
+        self._synced_to = 0
         self.sha = hashlib.sha256()
         self._cancel = False
-        self._unsynced = 0
         self._buf = bytearray(4 * 1024 * 1024)
 
     def cancel(self) -> None:
@@ -307,17 +343,30 @@ class _PrefixHasher:
                 if self._cancel:
                     return
             start, end = self.header.span(index)
-            pos, view = start, memoryview(self._buf)
-            while pos <= end:
-                n = os.preadv(self.fd, [view[: min(len(self._buf), end - pos + 1)]], pos)
-                if n <= 0:
-                    raise OSError(f"short read at {pos}")
-                self.sha.update(view[:n])
-                pos += n
-            self._unsynced += end - start + 1
-            if self._unsynced >= self.SYNC_EVERY:
-                os.fdatasync(self.fd)  # writeback overlaps the download instead of waiting at the end
-                self._unsynced = 0
+            if self.mm is not None:
+                with memoryview(self.mm) as whole, whole[start:end + 1] as chunk:
+                    self.sha.update(chunk)
+            else:
+                pos, view = start, memoryview(self._buf)
+                while pos <= end:
+                    n = os.preadv(self.fd, [view[: min(len(self._buf), end - pos + 1)]], pos)
+                    if n <= 0:
+                        raise OSError(f"short read at {pos}")
+                    self.sha.update(view[:n])
+                    pos += n
+            if end + 1 - self._synced_to >= self.SYNC_EVERY:
+                self._sync(end + 1)
+
+    def _sync(self, upto: int) -> None:
+        """Write back (and unmap) the hashed prefix: writeback overlaps the download instead of trailing it."""
+        if self.mm is None:
+            os.fdatasync(self.fd)
+        else:
+            start = self._synced_to - self._synced_to % mmap.PAGESIZE
+            self.mm.flush(start, upto - start)
+            if hasattr(self.mm, "madvise"):
+                self.mm.madvise(mmap.MADV_DONTNEED, start, upto - start)
+        self._synced_to = upto
 
     def hexdigest(self) -> str:
         return self.sha.hexdigest()

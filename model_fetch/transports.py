@@ -160,8 +160,15 @@ class HttpTransport:
         finally:
             resp.close()
 
-    def read(self, start: int, end: int | None) -> Iterator[bytes]:
+    def read(self, start: int, end: int | None) -> Iterator[bytes | memoryview]:
         """Bytes ``start..end`` inclusive (``end=None``: to the end of the object)."""
+        return self._range(start, end, None)
+
+    def read_into(self, start: int, end: int, target: memoryview) -> Iterator[int]:
+        """Bytes ``start..end`` received straight into ``target`` (e.g. an mmap of the .part); yields counts."""
+        return (len(view) for view in self._range(start, end, target))
+
+    def _range(self, start: int, end: int | None, target: memoryview | None) -> Iterator[memoryview | bytes]:
         ranged = not (start == 0 and end is None)
         resp = self._get({"Range": f"bytes={start}-{'' if end is None else end}"} if ranged else {})
         with resp:
@@ -174,7 +181,7 @@ class HttpTransport:
             expected = None if end is None else end - start + 1
             got = 0
             try:
-                for block in self._body(resp, expected):
+                for block in self._body(resp, expected, target):
                     got += len(block)
                     if expected is not None and got > expected:
                         raise Transient(f"{self.label} sent more bytes than asked")
@@ -185,21 +192,36 @@ class HttpTransport:
                 raise Transient(f"{self.label} ended early ({got} of {expected} bytes)")
 
 
-    def _body(self, resp: requests.Response, expected: int | None) -> Iterator[memoryview | bytes]:
-        """Body blocks: straight from the socket into this thread's buffer when possible (no allocation)."""
+    def _body(self, resp: requests.Response, expected: int | None,
+              target: memoryview | None) -> Iterator[memoryview | bytes]:
+        """Body blocks, read from the socket straight into ``target`` (consecutive views of it) or into this
+        thread's reused buffer; urllib3's own reader only when the body is encoded."""
         fp = getattr(resp.raw, "_fp", None)
+        off = 0
         if not isinstance(fp, http.client.HTTPResponse) or resp.raw.headers.get("Content-Encoding", "identity") != "identity":
-            yield from resp.iter_content(BLOCK)
+            for block in resp.iter_content(BLOCK):
+                if target is None:
+                    yield block
+                else:
+                    target[off:off + len(block)] = block
+                    yield target[off:off + len(block)]
+                    off += len(block)
             return
-        buf = self._buffer()
         remaining = expected
         while remaining is None or remaining > 0:
-            n = fp.readinto(buf if remaining is None else buf[: min(len(buf), remaining)])
+            if target is None:
+                buf = self._buffer()
+                n = fp.readinto(buf if remaining is None else buf[: min(len(buf), remaining)])
+                view = buf[:n]
+            else:
+                n = fp.readinto(target[off:off + min(BLOCK, remaining)])
+                view = target[off:off + n]
+                off += n
             if not n:
                 return
             if remaining is not None:
                 remaining -= n
-            yield buf[:n]
+            yield view
 
 
 class FileTransport:
