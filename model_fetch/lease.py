@@ -16,7 +16,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +60,7 @@ class Lease:
     def __init__(self, path: Path, ttl: float = 30.0, heartbeat: float = 5.0) -> None:
         self.path = Path(path)
         self.ttl, self.heartbeat = ttl, heartbeat
-        self.token = uuid.uuid4().hex
+        self.token = os.urandom(16).hex()
         self.lost = False  # set when another process broke this lease (e.g. after a long pause)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
