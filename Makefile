@@ -20,7 +20,7 @@ bench: setup
 	$(PY) -m bench
 
 reliability: setup
-	$(PY) -m pytest -m slow tests/reliability
+	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest -m slow tests/reliability
 
 clean:
 	rm -rf .demo .cache .pytest_cache

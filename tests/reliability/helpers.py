@@ -19,7 +19,8 @@ from pathlib import Path
 from bench.report import machine
 
 REPO = Path(__file__).resolve().parents[2]
-DOC = REPO / "docs" / "reliability.md"
+# `make reliability` records into docs/; any other run (`make test`, CI) writes beside the cache, leaving git clean.
+DOC = REPO / os.environ.get("RELIABILITY_REPORT", ".cache/reliability.md")
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
 # Known, distinctive values: set in every subprocess these suites start, searched for in everything it prints.
 SECRETS = {
@@ -43,7 +44,8 @@ HEADER = """# Reliability and security evidence
 Written by `make reliability` (`pytest -m slow tests/reliability`): each suite proves its claim with real
 `model-fetch` processes against a loopback HTTP server (`tests/fileserver.py`) and replaces its own section
 below with the figures of that run, the machine, the date and the command. A section whose claim failed
-says so in its table (the test fails too).
+says so in its table (the test fails too). `make test` runs the same suites and writes its figures to
+`.cache/reliability.md` instead, so a test run leaves the tree clean.
 """
 
 
@@ -173,6 +175,7 @@ def write_section(name: str, title: str, body: str) -> None:
     block = f"<!-- reliability:{name} -->\n## {title}\n\n{stamp}\n{body.strip()}\n<!-- /reliability:{name} -->"
     pattern = re.compile(rf"<!-- reliability:{re.escape(name)} -->.*?<!-- /reliability:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
 
 
