@@ -1,7 +1,7 @@
 """The download engine: every source's bytes reach a final file name through here, and only here.
 
 ``<name>.part`` is preallocated in the destination folder and mapped into memory; N workers fetch
-chunk ranges in order and receive them straight into the mapping (one copy, socket to page cache;
+chunk ranges in order over kept-alive connections and receive them straight into the mapping (one copy, socket to page cache;
 ``pwrite`` where the filesystem cannot preallocate, so a full disk is an error, never a SIGBUS); each finished chunk goes in the journal (so a killed process resumes);
 a hasher thread feeds sha256 with the contiguous prefix as it completes (from the page cache, no
 pass after the download); then fsync, atomic rename, directory fsync. A partial chunk is resumed
@@ -320,7 +320,7 @@ class _PrefixHasher:
     flushes the hashed prefix every ``SYNC_EVERY`` bytes, so the final fsync has little left to do, and
     drops it from the mapping, so resident memory stays bounded."""
 
-    SYNC_EVERY = 64 * 1024 * 1024
+    SYNC_EVERY = 32 * 1024 * 1024
 
     def __init__(self, fd: int, header: journal_mod.Header, done: set[int], cond: threading.Condition,
                  mm: mmap.mmap | None = None) -> None:
@@ -358,14 +358,17 @@ class _PrefixHasher:
                 self._sync(end + 1)
 
     def _sync(self, upto: int) -> None:
-        """Write back (and unmap) the hashed prefix: writeback overlaps the download instead of trailing it."""
-        if self.mm is None:
-            os.fdatasync(self.fd)
-        else:
-            start = self._synced_to - self._synced_to % mmap.PAGESIZE
+        """Unmap the hashed prefix (dirty pages stay in the page cache) and start its writeback without
+        waiting for it: writeback overlaps the download instead of trailing it, resident memory stays bounded."""
+        start = self._synced_to - self._synced_to % mmap.PAGESIZE
+        if self.mm is not None and hasattr(self.mm, "madvise"):
+            self.mm.madvise(mmap.MADV_DONTNEED, start, upto - start)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, start, upto - start, os.POSIX_FADV_DONTNEED)  # Linux: async writeback
+        elif self.mm is not None:
             self.mm.flush(start, upto - start)
-            if hasattr(self.mm, "madvise"):
-                self.mm.madvise(mmap.MADV_DONTNEED, start, upto - start)
+        else:
+            os.fdatasync(self.fd)
         self._synced_to = upto
 
     def hexdigest(self) -> str:

@@ -151,6 +151,8 @@ class HttpTransport:
         try:
             etag = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
             if resp.status_code == 206:
+                if len(resp.content) == 1:  # the one byte read: the connection goes back to the pool
+                    keep_alive(resp)
                 total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
                 size = int(total) if total.isdigit() else None
                 return Probe(size=size, ranges=size is not None, identity=f"{etag}|{size}", sha256=self.declared_sha256)
@@ -190,7 +192,8 @@ class HttpTransport:
                 raise Transient(f"{type(exc).__name__} while reading {self.label}") from None
             if expected is not None and got < expected:
                 raise Transient(f"{self.label} ended early ({got} of {expected} bytes)")
-
+            if expected is not None:
+                keep_alive(resp)
 
     def _body(self, resp: requests.Response, expected: int | None,
               target: memoryview | None) -> Iterator[memoryview | bytes]:
@@ -222,6 +225,13 @@ class HttpTransport:
             if remaining is not None:
                 remaining -= n
             yield view
+
+
+def keep_alive(resp: requests.Response) -> None:
+    """Hand a fully read response's connection back to the session's pool (requests would close it, the
+    body having been read around it), so the next range reuses the TCP (and TLS) connection."""
+    resp._content_consumed = True
+    resp.raw.release_conn()
 
 
 class FileTransport:

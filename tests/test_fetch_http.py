@@ -65,6 +65,16 @@ def test_parallel_ranges_fetch_the_file_once(server, files, tmp_path):
     assert server.counters.bytes_by_path["/model.bin"] <= SIZE + 1
 
 
+def test_ranges_reuse_kept_alive_connections(server, files, tmp_path):
+    """Seven 1 MiB ranges and the probe over at most one connection per worker (plus the probe's): no new
+    TCP (and, against a CDN, TLS) handshake per chunk."""
+    root, sha = files
+    pull(tmp_path, ModelEntry("model.bin", "loras", url=f"{server.url}/model.bin", sha256=sha), connections=2)
+    requests_made = len([r for r in server.counters.ranges if r[0] == "/model.bin"])
+    assert requests_made >= SIZE // MiB + 1
+    assert server.counters.connections <= 3 < requests_made
+
+
 def test_hugging_face_endpoint_lfs_sha_and_token_stay_on_the_hub_host(server, files, tmp_path):
     root, sha = files
     hf = server.add_hf_file("org/wan", "split/model.bin", root / "model.bin", token="secret-token")
