@@ -45,7 +45,7 @@ COPY worker ./worker
 COPY custom_nodes ./custom_nodes
 COPY workflows ./workflows
 COPY scripts/start.sh ./scripts/start.sh
-RUN uv pip install --python /opt/venv/bin/python --no-deps -e . \
+RUN uv pip install --python /opt/venv/bin/python --no-deps --config-settings editable_mode=compat -e . \
     && ln -s /app/custom_nodes/wan_serverless /comfyui/custom_nodes/wan_serverless
 
 ENV COMFYUI_DIR=/comfyui \

@@ -88,8 +88,6 @@ def _emit(args, data, human: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .progress_view import progress_renderer
-
     settings = _settings(args)
     settings, manifest, store = defaults(settings)
     verb = args.verb
@@ -113,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if verb == "pull":
         from .fetch import ensure_entries
         from .planner import plan_workflow
+        from .progress_view import progress_renderer
         from .writeback import writeback_hook
 
         entries = plan_workflow(args.workflow, manifest, store).entries() if args.workflow else _select(manifest, args.names)

@@ -13,14 +13,13 @@ import errno
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-HOST = socket.gethostname()
+HOST = os.uname().nodename  # what socket.gethostname() returns, without importing socket
 
 
 @dataclass(frozen=True)
