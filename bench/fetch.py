@@ -63,7 +63,7 @@ signal.pause()
 """
 
 
-def speed_section(tmp: Path, path: Path, size: int, rate: int, rounds: int = 3) -> str:
+def speed_section(tmp: Path, path: Path, size: int, rate: int, rounds: int = 5) -> str:
     """Median of ``rounds`` interleaved runs for the fast clients, one run for the single-stream ones.
     The server runs in its own process, as a real one would."""
     server = subprocess.Popen([PY, "-c", SERVER, str(ROOT), str(path), str(rate)], stdout=subprocess.PIPE, text=True)

@@ -37,24 +37,29 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
-def stamp(command: str | None = None) -> str:
-    command = command or "python -m bench " + " ".join(sys.argv[1:])
+def stamp(command: str) -> str:
     return f"*Machine:* {machine()}  \n*Date:* {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}  \n*Command:* `{command.strip()}`\n"
+
+
+def replace_section(doc: Path, kind: str, name: str, title: str, body: str, command: str, header: str) -> None:
+    """Replace (or append) the section marked ``<!-- kind:name -->`` in ``doc``, stamped with machine, date and
+    command; a missing doc starts from ``header``."""
+    text = doc.read_text() if doc.is_file() else header
+    block = f"<!-- {kind}:{name} -->\n## {title}\n\n{stamp(command)}\n{body.strip()}\n<!-- /{kind}:{name} -->"
+    pattern = re.compile(rf"<!-- {kind}:{re.escape(name)} -->.*?<!-- /{kind}:{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
 
 
 def write_section(name: str, title: str, body: str, command: str | None = None) -> None:
     """Replace (or append) the section ``name`` in docs/benchmarks.md."""
-    text = DOC.read_text() if DOC.is_file() else HEADER
-    block = f"<!-- bench:{name} -->\n## {title}\n\n{stamp(command)}\n{body.strip()}\n<!-- /bench:{name} -->"
-    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    replace_section(DOC, "bench", name, title, body, command or "python -m bench " + " ".join(sys.argv[1:]), HEADER)
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(out)
 
 

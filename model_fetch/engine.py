@@ -198,9 +198,17 @@ class Download:
         queue = iter(pending)
         queue_lock = threading.Lock()
 
+        # Workers stay within LEAD_BYTES of the hashed prefix: received-but-unhashed pages of the mapping
+        # are resident, so this bounds memory even when one connection lags far behind the others.
+        lead = max(self.settings.connections + 1, LEAD_BYTES // header.chunk)
+
         def next_chunk() -> int | None:
             with queue_lock:
-                return next(queue, None)
+                index = next(queue, None)
+            with self._cond:
+                while index is not None and index >= hasher.next_index + lead and self._failed is None:
+                    self._cond.wait(0.5)
+            return index
 
         def worker() -> None:
             try:
@@ -315,6 +323,9 @@ class Download:
         raise DownloadError(f"{self.final.name}: gave up after {self.settings.max_attempts} attempts on {self.t.label}")
 
 
+LEAD_BYTES = 128 * 1024 * 1024  # how far past the hashed prefix the workers may receive
+
+
 class _PrefixHasher:
     """Hashes chunks in order as soon as each is complete (from the mapping, else read back with ``pread``);
     flushes the hashed prefix every ``SYNC_EVERY`` bytes, so the final fsync has little left to do, and
@@ -326,6 +337,7 @@ class _PrefixHasher:
                  mm: mmap.mmap | None = None) -> None:
         self.fd, self.header, self.done, self.cond, self.mm = fd, header, done, cond, mm
         self._synced_to = 0
+        self.next_index = 0  # the first chunk not hashed yet (read by the workers under ``cond``)
         self.sha = hashlib.sha256()
         self._cancel = False
         self._buf = bytearray(4 * 1024 * 1024)
@@ -356,6 +368,9 @@ class _PrefixHasher:
                     pos += n
             if end + 1 - self._synced_to >= self.SYNC_EVERY:
                 self._sync(end + 1)
+            with self.cond:
+                self.next_index = index + 1
+                self.cond.notify_all()
 
     def _sync(self, upto: int) -> None:
         """Unmap the hashed prefix (dirty pages stay in the page cache) and start its writeback without

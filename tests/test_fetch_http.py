@@ -75,6 +75,29 @@ def test_ranges_reuse_kept_alive_connections(server, files, tmp_path):
     assert server.counters.connections <= 3 < requests_made
 
 
+@pytest.mark.parametrize("lead_mib, bounded", [(1, True), (1024, False)])
+def test_workers_stay_within_the_lead_of_the_hashed_prefix(server, files, tmp_path, monkeypatch, lead_mib, bounded):
+    """While chunk 0 stalls for 1 s, the workers fetch at most ``lead`` chunks past it (received pages that
+    are not hashed yet stay resident, so this bounds memory); with a huge lead they run ahead at once."""
+    from model_fetch import engine
+
+    monkeypatch.setattr(engine, "LEAD_BYTES", lead_mib * MiB)  # lead = max(connections + 1, LEAD / chunk) = 4
+    root, sha = files
+    arrivals: dict[str, float] = {}
+
+    def note(req) -> bool:
+        if req.method == "GET" and req.range:
+            arrivals.setdefault(req.range, time.monotonic())
+        return False  # never fires: only records when each range was asked for
+
+    server.faults.add("/model.bin", Fault.STATUS, predicate=note)
+    server.faults.add("/model.bin", Fault.STALL, offset=1000, duration=1.0, times=1)
+    pull(tmp_path, ModelEntry("model.bin", "loras", url=f"{server.url}/model.bin", sha256=sha), connections=3)
+    first = arrivals[f"bytes=0-{MiB - 1}"]
+    beyond = arrivals[f"bytes={4 * MiB}-{5 * MiB - 1}"] - first  # chunk 4: past the lead of 4 from chunk 0
+    assert (beyond >= 0.9) is bounded, f"chunk 4 asked for {beyond:.2f} s after chunk 0"
+
+
 def test_hugging_face_endpoint_lfs_sha_and_token_stay_on_the_hub_host(server, files, tmp_path):
     root, sha = files
     hf = server.add_hf_file("org/wan", "split/model.bin", root / "model.bin", token="secret-token")

@@ -4,11 +4,9 @@ environment (every output is audited for them), manifests, hashing, and the docs
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -16,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.report import machine
+from bench.report import replace_section, table, verdict  # noqa: F401 - table, verdict: for the suites
 
 REPO = Path(__file__).resolve().parents[2]
 # `make reliability` records into docs/; any other run (`make test`, CI) writes beside the cache, leaving git clean.
@@ -163,30 +161,9 @@ def leftovers(folder: Path, name: str) -> list[str]:
 
 
 # -- docs/reliability.md ----------------------------------------------------------------------------------------
-def command() -> str:
-    return "python -m pytest " + " ".join(sys.argv[1:])
-
-
 def write_section(name: str, title: str, body: str) -> None:
-    """Replace (or append) the section ``name`` of docs/reliability.md, stamped with machine, date and command."""
-    text = DOC.read_text() if DOC.is_file() else HEADER
-    stamp = (f"*Machine:* {machine()}  \n*Date:* {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}  \n"
-             f"*Command:* `{command().strip()}`\n")
-    block = f"<!-- reliability:{name} -->\n## {title}\n\n{stamp}\n{body.strip()}\n<!-- /reliability:{name} -->"
-    pattern = re.compile(rf"<!-- reliability:{re.escape(name)} -->.*?<!-- /reliability:{re.escape(name)} -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
-
-
-def table(headers: list[str], rows: list[list[object]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(out)
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**not met**"
+    """Replace (or append) the section ``name`` of the reliability report, stamped with machine, date and command."""
+    replace_section(DOC, "reliability", name, title, body, "python -m pytest " + " ".join(sys.argv[1:]), HEADER)
 
 
 def mib(n: float) -> str:
