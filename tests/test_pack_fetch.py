@@ -153,6 +153,64 @@ def test_object_info_lists_missing_manifest_models_marked(env):
     assert js.status_code == 200 and "getOptionLabel" in js.text
 
 
+FAKE_APP = "export const app = { registerExtension(ext) { globalThis.extension = ext; } };\n"
+LABELS = """
+import "./extensions/wan_serverless/model_fetch.js";
+import { readFileSync } from "node:fs";
+const info = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const out = {};
+for (const [type, def] of Object.entries(info)) {
+  await globalThis.extension.beforeRegisterNodeDef({}, def);
+  // A node as the frontend creates it: a combo widget per list input, its values the choices.
+  const widgets = Object.entries(def.input.required ?? {}).filter(([, spec]) => Array.isArray(spec[0]))
+    .map(([name, spec]) => ({ name, options: { values: spec[0] } }));
+  const node = { comfyClass: type, widgets };
+  globalThis.extension.nodeCreated(node);
+  for (const w of widgets) {
+    if (w.options.getOptionLabel)
+      out[`${type}/${w.name}`] = Object.fromEntries(w.options.values.map((v) => [v, w.options.getOptionLabel(v)]));
+  }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_editor_extension_labels_missing_models_and_keeps_plain_values(env, tmp_path):
+    """The served web extension, run in node against this ComfyUI's /object_info (only the frontend's ``app``
+    object is stood in for): choices not on disk get the ⤓ label, the others keep their name, and the value
+    (what a saved workflow stores) is untouched. The pinned frontend's combo widget reads ``getOptionLabel``."""
+    import shutil
+    import subprocess
+
+    from comfyui_frontend_package import __file__ as frontend
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("!!! node is not installed: the editor extension's labels are not checked (apt-get install nodejs)")
+    assets = Path(frontend).parent / "static" / "assets"
+    assert any("options.getOptionLabel" in f.read_text(errors="ignore") for f in assets.glob("*.js"))
+    js = requests.get(f"{env.comfy.url}/extensions/wan_serverless/model_fetch.js", timeout=30).text
+    (tmp_path / "extensions" / "wan_serverless").mkdir(parents=True)
+    (tmp_path / "extensions" / "wan_serverless" / "model_fetch.js").write_text(js)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "app.js").write_text(FAKE_APP)
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "labels.js").write_text(LABELS)
+    info = requests.get(f"{env.comfy.url}/object_info", timeout=30).json()
+    info = {k: v for k, v in info.items() if k in ("WanUnetLoaderGGUF", "WanTextEncoderLoader", "VAELoader")}
+    (tmp_path / "object_info.json").write_text(json.dumps(info))
+    run = subprocess.run([node, "labels.js", "object_info.json"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    labels = json.loads(run.stdout)
+    assert set(labels) == {"WanUnetLoaderGGUF/unet_name", "WanTextEncoderLoader/clip_name"}  # VAELoader: untouched
+    unet = labels["WanUnetLoaderGGUF/unet_name"]
+    missing = info["WanUnetLoaderGGUF"]["input"]["required"]["unet_name"][1]["model_fetch"]["missing"]
+    assert unet[ON_DISK] == ON_DISK
+    for name in missing:
+        assert unet[name] == missing[name]["label"] and unet[name].startswith("\u2913 " + name)
+    assert labels["WanTextEncoderLoader/clip_name"][UMT5].startswith("\u2913 " + UMT5)
+
+
 def test_status_before_any_fetch(env):
     doc = status(env)
     assert doc["enabled"] is True
