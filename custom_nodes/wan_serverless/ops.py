@@ -256,23 +256,22 @@ class PackedOps(comfy.ops.manual_cast):
             weight, bias = self.packed_weight_bias(input)
             return torch.nn.functional.linear(input, weight, bias)
 
-    class Conv1d(PackedLayer, comfy.ops.manual_cast.Conv1d):
+    class PackedConv(PackedLayer):
+        """Conv1d/2d/3d: torch's own ``_conv_forward`` on the dequantized weight."""
+
         def forward_comfy_cast_weights(self, input):
             if not self.packed_params():
                 return super().forward_comfy_cast_weights(input)
             return self._conv_forward(input, *self.packed_weight_bias(input))
 
-    class Conv2d(PackedLayer, comfy.ops.manual_cast.Conv2d):
-        def forward_comfy_cast_weights(self, input):
-            if not self.packed_params():
-                return super().forward_comfy_cast_weights(input)
-            return self._conv_forward(input, *self.packed_weight_bias(input))
+    class Conv1d(PackedConv, comfy.ops.manual_cast.Conv1d):
+        pass
 
-    class Conv3d(PackedLayer, comfy.ops.manual_cast.Conv3d):
-        def forward_comfy_cast_weights(self, input):
-            if not self.packed_params():
-                return super().forward_comfy_cast_weights(input)
-            return self._conv_forward(input, *self.packed_weight_bias(input))
+    class Conv2d(PackedConv, comfy.ops.manual_cast.Conv2d):
+        pass
+
+    class Conv3d(PackedConv, comfy.ops.manual_cast.Conv3d):
+        pass
 
     class Embedding(PackedLayer, comfy.ops.manual_cast.Embedding):
         def forward_comfy_cast_weights(self, input, out_dtype=None):
