@@ -328,8 +328,8 @@ LEAD_BYTES = 128 * 1024 * 1024  # how far past the hashed prefix the workers may
 
 class _PrefixHasher:
     """Hashes chunks in order as soon as each is complete (from the mapping, else read back with ``pread``);
-    flushes the hashed prefix every ``SYNC_EVERY`` bytes, so the final fsync has little left to do, and
-    drops it from the mapping, so resident memory stays bounded."""
+    every ``SYNC_EVERY`` bytes starts the hashed prefix's writeback, so the final fsync has little left to
+    do, and drops it from the mapping, so resident memory stays bounded."""
 
     SYNC_EVERY = 32 * 1024 * 1024
 

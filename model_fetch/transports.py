@@ -151,8 +151,6 @@ class HttpTransport:
         try:
             etag = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
             if resp.status_code == 206:
-                if len(resp.content) == 1:  # the one byte read: the connection goes back to the pool
-                    keep_alive(resp)
                 total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
                 size = int(total) if total.isdigit() else None
                 return Probe(size=size, ranges=size is not None, identity=f"{etag}|{size}", sha256=self.declared_sha256)

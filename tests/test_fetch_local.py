@@ -59,12 +59,18 @@ def _manifest(*entries):
     return m
 
 
-def test_resume_fetches_only_missing_chunks(env):
+def interrupted_download(env):
+    """The final path (its folder made), the source bytes and the journal header a killed pull would have left."""
     settings, store, entry, src, sha = env
     final = store.target(entry)
     final.parent.mkdir(parents=True)
     data = src.read_bytes()
-    header = journal.Header(size=len(data), chunk=settings.chunk_size, validator=f"sha256:{sha}|{len(data)}")
+    return final, data, journal.Header(size=len(data), chunk=settings.chunk_size, validator=f"sha256:{sha}|{len(data)}")
+
+
+def test_resume_fetches_only_missing_chunks(env):
+    settings, store, entry, src, sha = env
+    final, data, header = interrupted_download(env)
     # a previous process wrote and journaled chunks 0, 1 and 5, then died
     with open(part_path(final), "wb") as f:
         f.truncate(len(data))
@@ -188,10 +194,7 @@ def test_cli_pull_status_json_and_exit_codes(env, tmp_path):
 
 def test_resume_continues_inside_a_chunk_in_flight(env):
     settings, store, entry, src, sha = env
-    final = store.target(entry)
-    final.parent.mkdir(parents=True)
-    data = src.read_bytes()
-    header = journal.Header(size=len(data), chunk=settings.chunk_size, validator=f"sha256:{sha}|{len(data)}")
+    final, data, header = interrupted_download(env)
     a, b = header.span(3)
     middle = a + (b - a) // 2
     with open(part_path(final), "wb") as f:  # chunk 0 complete, chunk 3 written up to `middle`, then a kill
