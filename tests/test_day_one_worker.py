@@ -81,11 +81,11 @@ def test_worker_comfyui_readme_job_over_the_local_api(comfyui_dir, tiny_dir, tmp
             video = tmp_path / "v.mp4"
             video.write_bytes(requests.get(image["data"], timeout=30).content)
             assert probe_video(video)["frames"] == 5
-            # the input as a JSON string; a model no one has fails at planning, before any upload
+            # a model no one has (not ours, not in ComfyUI's folders or its /models listing) fails at planning,
+            # before any upload
             graph = inline_graph("my start.png")
             next(n for n in graph.values() if n["class_type"] == "VAELoader")["inputs"]["vae_name"] = "nobody_has.safetensors"
-            failed = _post(url, {"input": json.dumps({"workflow": graph, "images": [{"name": "my start.png",
-                                                                                       "image": PNG}]})}, proc)
+            failed = _post(url, {"input": {"workflow": graph, "images": [{"name": "my start.png", "image": PNG}]}}, proc)
             assert failed["status"] == "FAILED" and "'nobody_has.safetensors' in 'vae'" in failed["error"], failed
             assert not any((tmp_path / "base" / "input").glob("job-*"))
         finally:
@@ -120,7 +120,8 @@ def test_invalid_params_fail_before_any_download_or_upload(comfyui_dir, tiny_dir
         manifest = tmp_path / "manifest.json"
         manifest.write_text(json.dumps({"models": tiny_weights.stand_in_mirror(tiny_dir, mirror, srv.url)}))
         env = worker_env(tmp_path, comfyui_dir, MODEL_FETCH_MANIFEST=str(manifest), REFRESH_WORKER="true")
-        answer = _test_input(tmp_path, {"input": {"params": {"image": PNG, **TINY, "length": 80}}}, env)
+        # the input as a JSON string, as some worker-comfyui clients send it (RunPod passes it through)
+        answer = _test_input(tmp_path, {"input": json.dumps({"params": {"image": PNG, **TINY, "length": 80}})}, env)
         assert answer["code"] == "invalid_input" and answer["field"] == "params.length", answer
         assert answer["details"][0] == answer["error"]
         assert answer["refresh_worker"] is True

@@ -216,10 +216,12 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
                                workflows_dir=rt.settings.workflows_dir)
         if loaded.param_map is None and job.params:
             raise InvalidInput("params", "this workflow has no parameter map; set values in the graph itself")
+        # an inline graph without params runs as sent (worker-comfyui style), even when it is a saved workflow
+        param_map = loaded.param_map if isinstance(job.workflow, str) or job.params else None
         params = dict(job.params)
         if "image" in params:
             params["image"] = "start.png"  # the uploaded name replaces it once the image is in ComfyUI
-        checked = apply_params(loaded.graph, loaded.param_map, params) if loaded.param_map is not None else loaded.graph
+        checked = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         target = output_target(job, ctx)
         plan = plan_models(checked, ctx)
         inputs = read_inputs(job, ctx)
@@ -229,7 +231,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
         image_name, renames = _upload_inputs(inputs, client, ctx)
         if image_name is not None:
             params["image"] = image_name
-        graph = apply_params(loaded.graph, loaded.param_map, params) if loaded.param_map is not None else loaded.graph
+        graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         graph = _rename_inputs(graph, renames)
         t1 = time.monotonic()
         prompt_id = client.queue_prompt(graph)
