@@ -134,3 +134,21 @@ def test_missing_comfyui_has_its_own_code(tmp_path):
     answer = _test_input(tmp_path, {"input": {"params": {"image": PNG, **TINY}}}, env)
     assert answer["code"] == "comfyui_unavailable" and answer["reason"] == "comfyui_not_found", answer
     assert "no-comfyui" in answer["error"] and answer["details"] == [answer["error"]]
+
+
+def test_a_file_only_the_running_comfyui_lists_counts_as_present(comfy, tmp_path):
+    """The worker's last look before `model_unknown`: ComfyUI's own GET /models/{folder}."""
+    import model_fetch
+    from model_fetch.manifest import Manifest
+    from worker.comfy_client import ComfyClient
+
+    name = tiny_weights.FILES["unet_high"]
+    graph = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}}}
+    store, manifest = model_fetch.Store([tmp_path / "empty"]), Manifest()
+    with pytest.raises(model_fetch.UnknownModelError):
+        model_fetch.plan(graph, manifest=manifest, store=store, comfy=model_fetch.ComfyFolders())
+    listed = model_fetch.ComfyFolders()
+    listed.add_listing("unet", ComfyClient(comfy.url).list_models("diffusion_models"))
+    (item,) = model_fetch.plan(graph, manifest=manifest, store=store, comfy=listed).items
+    assert item.present and item.outside_store and item.path is None
+    assert ComfyClient(comfy.url).list_models("no_such_folder") == []
