@@ -65,7 +65,8 @@ def volume_attached(volume_dir: Path) -> bool:
     """A network volume is there: ``volume_dir`` exists, its parent is a mount point, or it is the
     default ``/runpod-volume/models`` and ``/runpod-volume`` exists (a fresh volume has no ``models/``)."""
     parent = volume_dir.parent
-    return volume_dir.is_dir() or os.path.ismount(parent) or (parent == RUNPOD_VOLUME and parent.is_dir())
+    mounted = parent != Path(parent.anchor) and os.path.ismount(parent)  # "/" is a mount point, never a volume
+    return volume_dir.is_dir() or mounted or (parent == RUNPOD_VOLUME and parent.is_dir())
 
 
 class Store:
