@@ -60,7 +60,7 @@ ENV COMFYUI_DIR=/comfyui \
 ARG BAKE_MODELS=0
 ARG BAKE_MANIFEST=
 RUN --mount=type=secret,id=hf_token,required=false \
-    export HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)" MODEL_FETCH_MODELS_DIR=/models \
+    HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)" && export HF_TOKEN MODEL_FETCH_MODELS_DIR=/models \
     && if [ "${BAKE_MODELS}" = "1" ]; then model-fetch pull && model-fetch verify; fi \
     && if [ -n "${BAKE_MANIFEST}" ]; then \
       model-fetch pull --manifest "/app/${BAKE_MANIFEST}" && model-fetch verify --manifest "/app/${BAKE_MANIFEST}"; \
