@@ -55,14 +55,15 @@ ENV COMFYUI_DIR=/comfyui \
     WORKER_COMFY_PORT=8188
 
 # Optional: bake the model set into the image (/models), through the same fetcher.
-# BAKE_MODELS=1 pulls the built-in WAN 2.2 manifest; BAKE_MANIFEST=path adds a manifest from the context.
+# BAKE_MODELS=1 pulls the built-in WAN 2.2 manifest; BAKE_MANIFEST=path also pulls a manifest from the context
+# (a pull with --manifest covers that manifest's files only, see docs/model-fetch.md).
 ARG BAKE_MODELS=0
 ARG BAKE_MANIFEST=
 RUN --mount=type=secret,id=hf_token,required=false \
-    if [ "${BAKE_MODELS}" = "1" ] || [ -n "${BAKE_MANIFEST}" ]; then \
-      HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)" MODEL_FETCH_MODELS_DIR=/models \
-        model-fetch pull ${BAKE_MANIFEST:+--manifest "/app/${BAKE_MANIFEST}"} \
-      && model-fetch verify --models-dir /models; \
+    HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)" && export HF_TOKEN MODEL_FETCH_MODELS_DIR=/models \
+    && if [ "${BAKE_MODELS}" = "1" ]; then model-fetch pull && model-fetch verify; fi \
+    && if [ -n "${BAKE_MANIFEST}" ]; then \
+      model-fetch pull --manifest "/app/${BAKE_MANIFEST}" && model-fetch verify --manifest "/app/${BAKE_MANIFEST}"; \
     fi
 
 EXPOSE 8188

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 
+from .comfy_folders import ComfyFolders
 from .config import Settings
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
                      OfflineError, SourceNotFound, UnknownModelError, WorkflowError)
@@ -41,7 +42,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'model_fetch' has no attribute {name!r}")
 
 __all__ = [
-    "Settings", "Manifest", "ModelEntry", "Store", "Plan", "PlanItem", "Progress", "FileStatus", "EnsureReport",
+    "Settings", "ComfyFolders", "Manifest", "ModelEntry", "Store", "Plan", "PlanItem", "Progress", "FileStatus", "EnsureReport",
     "Fetched", "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths", "defaults", "load_manifest",
     "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "NotEnoughSpace", "IntegrityError",
     "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
@@ -58,12 +59,13 @@ def defaults(settings: Settings | None = None, manifest: Manifest | None = None,
 
 
 def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
-         store: Store | None = None) -> "Plan":
-    """The model files ``workflow`` needs (UI or API format), resolved against store and manifest."""
+         store: Store | None = None, comfy: ComfyFolders | None = None) -> "Plan":
+    """The model files ``workflow`` needs (UI or API format), resolved against store, ComfyUI's own
+    folders (``comfy``) and manifest."""
     from .planner import plan_workflow
 
     settings, manifest, store = defaults(settings, manifest, store)
-    return plan_workflow(workflow, manifest, store)
+    return plan_workflow(workflow, manifest, store, comfy)
 
 
 def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = None, store: Store | None = None,

@@ -17,42 +17,82 @@ from pathlib import Path
 from . import defaults
 from .config import Settings
 from .errors import ModelFetchError, human_bytes
-from .manifest import ModelEntry
+from .manifest import Manifest, ModelEntry, load_manifest
+
+
+SCOPE_RULE = """Options go before or after VERB, in any order.
+
+Which files a verb without names covers (status, pull, verify, push, doctor): the files of the
+manifests you name (--manifest, else MODEL_FETCH_MANIFEST); only when you name none, the built-in
+WAN 2.2 manifest. Names (pull NAME, verify NAME, push NAME) and workflows (plan, pull --workflow)
+resolve across every loaded manifest: the built-in one (unless --no-default-manifest) and yours."""
+
+
+def _common(late: bool) -> argparse.ArgumentParser:
+    """Options every verb takes. ``late``: the copy after VERB, which must not overwrite earlier values."""
+    common = argparse.ArgumentParser(add_help=False)
+    d = (lambda value: argparse.SUPPRESS) if late else (lambda value: value)
+    pre = "late_" if late else ""
+    common.add_argument("--manifest", action="append", type=Path, default=d([]), metavar="FILE", dest=pre + "manifest",
+                        help="your manifest (YAML/JSON), repeatable; named manifests define what a verb without "
+                             "names covers")
+    common.add_argument("--no-default-manifest", action="store_true", default=d(False), dest=pre + "no_default_manifest",
+                        help="do not load the built-in WAN 2.2 manifest at all")
+    common.add_argument("--models-dir", action="append", type=Path, default=d([]), metavar="DIR", dest=pre + "models_dir",
+                        help="models root (repeatable; the first writable one receives downloads)")
+    common.add_argument("--comfyui-dir", type=Path, default=d(None), metavar="DIR", dest=pre + "comfyui_dir",
+                        help="a ComfyUI install: files its models/ folder and extra_model_paths.yaml hold count as "
+                             "present (default COMFYUI_DIR)")
+    common.add_argument("--connections", type=int, default=d(None), metavar="N", dest=pre + "connections",
+                        help="parallel connections per file (default 8)")
+    common.add_argument("--offline", action="store_true", default=d(False), dest=pre + "offline",
+                        help="no network at all (also HF_HUB_OFFLINE=1)")
+    common.add_argument("--json", action="store_true", default=d(False), dest=pre + "json",
+                        help="machine-readable output on stdout")
+    common.add_argument("-v", "--verbose", action="store_true", default=d(False), dest=pre + "verbose")
+    return common
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--manifest", action="append", type=Path, default=[], metavar="FILE",
-                        help="extra manifest (YAML/JSON), merged after the default one; repeatable")
-    common.add_argument("--no-default-manifest", action="store_true", help="do not load the built-in WAN 2.2 manifest")
-    common.add_argument("--models-dir", action="append", type=Path, default=[], metavar="DIR",
-                        help="models root (repeatable; the first writable one receives downloads)")
-    common.add_argument("--connections", type=int, metavar="N", help="parallel connections per file (default 8)")
-    common.add_argument("--offline", action="store_true", help="no network at all (also HF_HUB_OFFLINE=1)")
-    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    common.add_argument("-v", "--verbose", action="store_true")
-
-    p = argparse.ArgumentParser(prog="model-fetch", description=__doc__.split("\n\n")[0], parents=[common])
+    late = _common(late=True)
+    p = argparse.ArgumentParser(prog="model-fetch", description=__doc__.split("\n\n")[0], epilog=SCOPE_RULE,
+                                parents=[_common(late=False)], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    sp = sub.add_parser("status", parents=[common], help="state of every manifest file (no network unless --remote)")
+    sp = sub.add_parser("status", parents=[late], help="state of every manifest file (no network unless --remote)")
     sp.add_argument("--remote", action="store_true", help="also ask each S3 mirror whether it holds the file")
-    sp = sub.add_parser("plan", parents=[common], help="model files a workflow needs")
+    sp = sub.add_parser("plan", parents=[late], help="model files a workflow needs")
     sp.add_argument("--workflow", type=Path, required=True)
-    sp = sub.add_parser("pull", parents=[common], help="download missing files (all, named, or a workflow's)")
+    sp = sub.add_parser("pull", parents=[late], help="download missing files (your manifests', named, or a workflow's)")
     sp.add_argument("names", nargs="*", metavar="NAME")
     sp.add_argument("--workflow", type=Path)
-    sp = sub.add_parser("verify", parents=[common], help="rehash present files")
+    sp = sub.add_parser("verify", parents=[late], help="rehash present files")
     sp.add_argument("names", nargs="*", metavar="NAME")
-    sub.add_parser("doctor", parents=[common], help="check environment, roots, space, volume, offline readiness")
-    sp = sub.add_parser("paths", parents=[common], help="write ComfyUI's extra_model_paths.yaml")
+    sub.add_parser("doctor", parents=[late], help="check environment, roots, space, volume, offline readiness")
+    sp = sub.add_parser("paths", parents=[late], help="write ComfyUI's extra_model_paths.yaml")
     sp.add_argument("--output", type=Path, default=Path("extra_model_paths.yaml"))
-    sub.add_parser("gc", parents=[common], help="remove orphaned .part files, stale leases and stamps")
-    sp = sub.add_parser("push", parents=[common], help="upload local files to the S3 mirror")
+    sub.add_parser("gc", parents=[late], help="remove orphaned .part files, stale leases and stamps")
+    sp = sub.add_parser("push", parents=[late], help="upload local files to the S3 mirror")
     sp.add_argument("names", nargs="*", metavar="NAME")
     sp.add_argument("--to", required=False, metavar="s3://BUCKET/PREFIX",
                     help="mirror location (default MODEL_FETCH_MIRROR_WRITEBACK)")
     return p
+
+
+def _merge_late(args: argparse.Namespace) -> argparse.Namespace:
+    """Fold options given after VERB into those given before it (lists add up, later scalars win)."""
+    for key, value in list(vars(args).items()):
+        if not key.startswith("late_"):
+            continue
+        name = key[len("late_"):]
+        delattr(args, key)
+        if isinstance(value, list):
+            setattr(args, name, getattr(args, name) + value)
+        elif isinstance(value, bool):
+            setattr(args, name, getattr(args, name) or value)
+        elif value is not None:
+            setattr(args, name, value)
+    return args
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -71,9 +111,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return replace(s, **changes) if changes else s
 
 
-def _select(manifest, names: list[str]) -> list[ModelEntry]:
+def _scope(settings: Settings, args: argparse.Namespace, manifest: Manifest) -> Manifest:
+    """The files a verb without names covers: the named manifests' (CLI, else environment), or the built-in one."""
+    named = args.manifest or list(settings.manifests)
+    return load_manifest(named, include_default=False) if named else manifest
+
+
+def _select(manifest: Manifest, scope: Manifest, names: list[str]) -> list[ModelEntry]:
+    """The named entries (looked up in every loaded manifest), or all of ``scope`` when none is named."""
     if not names:
-        return list(manifest)
+        return list(scope)
     chosen, unknown = [], []
     for name in names:
         entry = manifest.find(name)
@@ -83,6 +130,18 @@ def _select(manifest, names: list[str]) -> list[ModelEntry]:
     return chosen
 
 
+def _comfy_folders(args: argparse.Namespace, settings: Settings):
+    """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
+    from .comfy_folders import ComfyFolders
+
+    directory = args.comfyui_dir or settings.comfyui_dir
+    if directory is None:
+        return None
+    if not (directory / "main.py").is_file():
+        raise ModelFetchError(f"--comfyui-dir {directory}: not a ComfyUI install (no main.py there)")
+    return ComfyFolders.of_install(directory)
+
+
 def _emit(args, data, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
 
@@ -90,11 +149,13 @@ def _emit(args, data, human: str) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings, manifest, store = defaults(settings)
+    scope = _scope(settings, args, manifest)
     verb = args.verb
+    comfy = _comfy_folders(args, settings) if verb in ("plan", "pull") else None
     if verb == "status":
         from .inventory import status
 
-        files = status(manifest, store, settings, remote=args.remote)
+        files = status(scope, store, settings, remote=args.remote)
         lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}" + (f"  [{', '.join(f.tiers)}]" if f.tiers else "")
                  + (f"  {human_bytes(f.done)} of {human_bytes(f.size)}" if f.state in ("partial", "downloading") else "")
                  + (f"  ({human_bytes(f.size)})" if f.state == "present" else "") for f in files]
@@ -103,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
     if verb == "plan":
         from .planner import plan_workflow
 
-        p = plan_workflow(args.workflow, manifest, store)
+        p = plan_workflow(args.workflow, manifest, store, comfy)
         lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url}")
-                 for i in p.items]
+                 + (f"  (ComfyUI: {i.path or 'listed'})" if i.outside_store else "") for i in p.items]
         _emit(args, {"workflow": str(args.workflow), "files": p.as_dict()}, "\n".join(lines))
         return 0
     if verb == "pull":
@@ -114,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         from .progress_view import progress_renderer
         from .writeback import writeback_hook
 
-        entries = plan_workflow(args.workflow, manifest, store).entries() if args.workflow else _select(manifest, args.names)
+        entries = (plan_workflow(args.workflow, manifest, store, comfy).entries() if args.workflow
+                   else _select(manifest, scope, args.names))
         hook = writeback_hook(settings)
         with progress_renderer() as on_progress:
             report = ensure_entries(entries, store, settings, on_progress, hook)
@@ -130,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if verb == "verify":
         from .verifier import verify
 
-        results = verify(_select(manifest, args.names), store)
+        results = verify(_select(manifest, scope, args.names), store)
         _emit(args, {"files": [r.as_dict() for r in results]},
               "\n".join(f"{r.state:<9} {r.entry.directory}/{r.entry.name}" for r in results))
         bad = [r for r in results if r.state == "mismatch"]
@@ -140,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     if verb == "doctor":
         from .diagnostics import doctor
 
-        report = doctor(settings, manifest, store)
+        report = doctor(settings, scope, store)
         human = [f"write root: {report['write_root']}", f"network volume: {report['network_volume']}",
                  f"offline ready: {report['offline']['ready']}"]
         human += [f"root {r['path']}: exists={r['exists']} writable={r['writable']} free={human_bytes(r['free_bytes'])}"
@@ -167,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         target = args.to or settings.mirror_writeback
         if not target:
             raise ModelFetchError("push needs --to s3://BUCKET/PREFIX or MODEL_FETCH_MIRROR_WRITEBACK")
-        results = push(_select(manifest, args.names), store, settings, target)
+        results = push(_select(manifest, scope, args.names), store, settings, target)
         _emit(args, {"files": results}, "\n".join(f"{r['state']:<9} {r['url']}" for r in results))
         return 0
     raise AssertionError(verb)
@@ -175,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = _merge_late(parser.parse_args(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="model-fetch: %(levelname)s: %(message)s")
     try:

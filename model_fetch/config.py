@@ -56,6 +56,7 @@ class Settings:
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     mirror_writeback: str | None = None  # s3://bucket/prefix to upload origin downloads to
+    comfyui_dir: Path | None = None  # a ComfyUI install whose own model folders count as present
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -81,6 +82,7 @@ class Settings:
             s3_access_key_id=_env("BUCKET_ACCESS_KEY_ID"),
             s3_secret_access_key=_env("BUCKET_SECRET_ACCESS_KEY"),
             mirror_writeback=_env("MODEL_FETCH_MIRROR_WRITEBACK"),
+            comfyui_dir=Path(_env("COMFYUI_DIR")).expanduser() if _env("COMFYUI_DIR") else None,
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -17,7 +17,7 @@ from .errors import human_bytes
 from .folders import FOLDERS
 from .manifest import Manifest
 from .inventory import status
-from .store import Store, writable
+from .store import Store, volume_attached, writable
 
 
 def _free(path: Path) -> int | None:
@@ -43,6 +43,19 @@ def env_report() -> dict[str, str]:
     return out
 
 
+def _volume_problems(settings: Settings, write_root: Path | None, need: int) -> list[str]:
+    """An attached volume that cannot take the models: unwritable, or too full for what is missing."""
+    vol = settings.volume_dir.absolute()
+    if not writable(vol):
+        return [f"network volume at {vol.parent} is attached but not writable ({vol} cannot be created or written): "
+                f"models go to {write_root or settings.local_dir} instead; remount it read-write"]
+    free = _free(vol)
+    if free is not None and need + settings.min_free_bytes > free:
+        return [f"network volume at {vol.parent} is full: {human_bytes(free)} free, the manifest still needs "
+                f"{human_bytes(need)} (+{human_bytes(settings.min_free_bytes)} headroom); free space or grow the volume"]
+    return []
+
+
 def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict:
     """A JSON-ready report; ``problems`` lists what needs attention, ``ok`` is False if any is fatal."""
     problems: list[str] = []
@@ -58,7 +71,7 @@ def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict:
         write_root = None
         problems.append(str(exc))
         fatal = True
-    volume = settings.volume_dir.is_dir()
+    volume = volume_attached(settings.volume_dir)
     if not volume and not settings.models_dirs:
         problems.append(f"no network volume at {settings.volume_dir}: models go to {settings.local_dir} and are "
                         f"downloaded again by every new worker (attach a volume or set MODEL_FETCH_VOLUME_DIR)")
@@ -67,7 +80,10 @@ def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict:
     need_known = sum((f.size or 0) - f.done for f in missing if f.size is not None)
     unknown_sizes = [f.entry.name for f in missing if f.size is None]
     free = _free(write_root) if write_root else None
-    if free is not None and need_known + settings.min_free_bytes > free:
+    volume_problems = _volume_problems(settings, write_root, need_known) \
+        if volume and settings.volume_dir.absolute() in store.roots else []
+    problems += volume_problems
+    if free is not None and need_known + settings.min_free_bytes > free and not volume_problems:
         problems.append(f"the manifest still needs {human_bytes(need_known)} but {write_root} has {human_bytes(free)} free")
     offline_ready = all(f.state == "present" for f in files)
     if settings.offline and not offline_ready:
@@ -80,7 +96,7 @@ def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict:
         "env": env_report(),
         "roots": roots,
         "write_root": str(write_root) if write_root else None,
-        "network_volume": {"path": str(settings.volume_dir), "detected": volume},
+        "network_volume": {"path": str(settings.volume_dir), "detected": volume, "problems": volume_problems},
         "manifest": {"files": len(manifest), "sources": manifest.sources},
         "space": {"missing_bytes_known": need_known, "missing_unknown_size": unknown_sizes, "free_bytes": free},
         "offline": {"enabled": settings.offline, "ready": offline_ready,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .comfy_folders import ComfyFolders
 from .errors import ManifestError, UnknownModelError, WorkflowError
 from .folders import LOADER_INPUTS, NOT_FILES, canonical
 from .manifest import Manifest, ModelEntry, parse_entry
@@ -41,10 +42,11 @@ class PlanItem:
     entry: ModelEntry | None
     path: Path | None
     nodes: list[str]
+    outside_store: bool = False  # ComfyUI finds it in its own folders (or lists it); never fetched
 
     @property
     def present(self) -> bool:
-        return self.path is not None
+        return self.path is not None or self.outside_store
 
 
 @dataclass
@@ -55,13 +57,13 @@ class Plan:
         return [i for i in self.items if not i.present]
 
     def entries(self) -> list[ModelEntry]:
-        """Entries to ensure (every item with a known source)."""
-        return [i.entry for i in self.items if i.entry is not None]
+        """Entries to ensure (every item with a known source that ComfyUI does not already have)."""
+        return [i.entry for i in self.items if i.entry is not None and not i.outside_store]
 
     def as_dict(self) -> list[dict]:
         return [{"name": i.name, "directory": i.directory, "present": i.present,
                  "path": str(i.path) if i.path else None, "url": i.entry.url if i.entry else None,
-                 "nodes": i.nodes} for i in self.items]
+                 "nodes": i.nodes, "comfyui": i.outside_store} for i in self.items]
 
 
 def read_workflow(source: dict | str | Path) -> dict:
@@ -163,16 +165,21 @@ def needs_of(workflow: dict | str | Path) -> list[Need]:
     raise WorkflowError(f"{where}: neither a UI-format graph (nodes, links) nor an API-format graph (class_type per node)")
 
 
-def plan_workflow(workflow: dict | str | Path, manifest: Manifest, store: Store) -> Plan:
-    """Resolve every need; raise UnknownModelError for missing files without a source."""
+def plan_workflow(workflow: dict | str | Path, manifest: Manifest, store: Store,
+                  comfy: ComfyFolders | None = None) -> Plan:
+    """Resolve every need against the store, then ComfyUI's own folders (``comfy``); raise
+    UnknownModelError for files no one has and no source knows."""
     items, unknown = [], []
     for need in needs_of(workflow):
         entry = manifest.find(need.name, need.directory) or need.embedded
         probe = entry or ModelEntry(name=need.name, directory=need.directory)
-        path = store.find(probe)
-        if path is None and (entry is None or not entry.sources):
+        path, outside = store.find(probe), False
+        if path is None and comfy is not None:
+            path = comfy.find(need.name, need.directory)
+            outside = path is not None or comfy.lists(need.name, need.directory)
+        if path is None and not outside and (entry is None or not entry.sources):
             unknown.append((need.name, need.directory))
-        items.append(PlanItem(need.name, need.directory, entry, path, need.nodes))
+        items.append(PlanItem(need.name, need.directory, entry, path, need.nodes, outside))
     if unknown:
         raise UnknownModelError(unknown)
     return Plan(items)

@@ -8,7 +8,8 @@ Layout of a root::
     <root>/.model-fetch/stamps/<folder>/<name>.json   size, mtime_ns, inode, sha256 of a verified file
     <root>/.model-fetch/leases/<folder>/<name>.lease  who is downloading it (see lease.py)
 
-The network volume (``/runpod-volume/models``) comes first when it exists; a local root is the fallback.
+The network volume (``/runpod-volume/models``) comes first when one is attached (see ``volume_attached``;
+its ``models/`` folder is created on a fresh volume); a local root is the fallback.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ def writable(path: Path) -> bool:
         return False
 
 
+RUNPOD_VOLUME = Path("/runpod-volume")
+
+
+def volume_attached(volume_dir: Path) -> bool:
+    """A network volume is there: ``volume_dir`` exists, its parent is a mount point, or it is the
+    default ``/runpod-volume/models`` and ``/runpod-volume`` exists (a fresh volume has no ``models/``)."""
+    parent = volume_dir.parent
+    mounted = parent != Path(parent.anchor) and os.path.ismount(parent)  # "/" is a mount point, never a volume
+    return volume_dir.is_dir() or mounted or (parent == RUNPOD_VOLUME and parent.is_dir())
+
+
 class Store:
     """An ordered list of models roots; downloads go to the first writable one."""
 
@@ -70,7 +82,14 @@ class Store:
     def from_settings(cls, settings: Settings) -> "Store":
         if settings.models_dirs:
             return cls(list(settings.models_dirs))
-        roots = [settings.volume_dir] if settings.volume_dir.is_dir() else []
+        roots = []
+        if volume_attached(settings.volume_dir):
+            roots.append(settings.volume_dir)
+            try:
+                settings.volume_dir.mkdir(exist_ok=True)
+            except OSError as exc:
+                log.warning("network volume at %s: cannot create %s (%s); models go to %s", settings.volume_dir.parent,
+                            settings.volume_dir.name, exc.strerror or exc, settings.local_dir)
         return cls(roots + [settings.local_dir])
 
     def write_root(self) -> Path:

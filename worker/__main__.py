@@ -40,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from .handler import handler, runtime
 
+    from .errors import ComfyNotFound
+
     rt = runtime()
-    rt.start()  # boot ComfyUI now: it overlaps with waiting for (and preparing) the first job
+    try:
+        rt.start()  # boot ComfyUI now: it overlaps with waiting for (and preparing) the first job
+    except ComfyNotFound as exc:
+        log.error("%s; jobs will answer comfyui_unavailable", exc)
     threading.Thread(target=_announce_ready, args=(rt,), name="ready", daemon=True).start()
     try:
         if args.test_input:

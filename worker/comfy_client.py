@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import websocket
@@ -73,6 +74,16 @@ class ComfyClient:
 
     def object_info(self) -> dict:
         return self._json("GET", "/object_info")
+
+    def list_models(self, folder: str) -> list[str]:
+        """``GET /models/{folder}``: every file ComfyUI finds for a model folder (none for an unknown folder)."""
+        resp = self._request("GET", f"/models/{quote(folder, safe='')}")
+        if resp.status_code == 404:
+            return []
+        if resp.status_code >= 500:
+            raise ComfyUnavailable(f"ComfyUI answered {resp.status_code} to GET /models/{folder}")
+        resp.raise_for_status()
+        return [n for n in resp.json() if isinstance(n, str)]
 
     def system_stats(self) -> dict:
         return self._json("GET", "/system_stats")

@@ -42,6 +42,8 @@ class WorkerSettings:
     default_workflow: str = "wan22_i2v_gguf"
     workflows_dir: Path = Path(__file__).resolve().parent.parent / "workflows"
     refresh_worker: bool = False  # ask RunPod to recycle the worker after each job
+    output_mode: str = "base64"  # a job's output mode when it names none; "s3" when BUCKET_ENDPOINT_URL is set
+    bucket_endpoint_url: str | None = None  # worker-comfyui's S3 switch (credentials: BUCKET_ACCESS_KEY_ID/_SECRET_)
 
     @classmethod
     def from_env(cls, **overrides) -> "WorkerSettings":
@@ -65,7 +67,9 @@ class WorkerSettings:
             output_prefix=_env("WORKER_OUTPUT_PREFIX", "outputs"),
             output_url_expires=int(_env("WORKER_OUTPUT_URL_EXPIRES", "3600")),
             default_workflow=_env("WORKER_DEFAULT_WORKFLOW", "wan22_i2v_gguf"),
-            refresh_worker=_truthy(_env("WORKER_REFRESH")),
+            refresh_worker=_truthy(_env("WORKER_REFRESH")) or _truthy(_env("REFRESH_WORKER")),
+            output_mode=_env("WORKER_OUTPUT_MODE") or ("s3" if _env("BUCKET_ENDPOINT_URL") else "base64"),
+            bucket_endpoint_url=_env("BUCKET_ENDPOINT_URL"),
         )
         return replace(s, **overrides) if overrides else s
 

@@ -1,7 +1,8 @@
 """Failure kinds of the worker, each with a stable ``code`` the job answer carries.
 
 A job never ends in a bare traceback: every failure becomes ``WorkerError.to_answer()``,
-``{"error": <message>, "code": <code>, ...details}``.
+``{"error": <message>, "code": <code>, "details": [<lines>], ...fields}`` (``details`` as
+worker-comfyui clients read it: the message, then one line per ComfyUI node error).
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ class WorkerError(Exception):
         self.message = message
         self.details = {k: v for k, v in details.items() if v is not None}
 
+    def detail_lines(self) -> list[str]:
+        lines = [self.message]
+        for node_id, node in (self.details.get("node_errors") or {}).items():
+            for err in (node.get("errors") or []) if isinstance(node, dict) else []:
+                lines.append(f"node {node_id} ({node.get('class_type', '?')}): {err.get('message', '')}"
+                             + (f": {err['details']}" if err.get("details") else ""))
+        return lines
+
     def to_answer(self) -> dict[str, Any]:
-        return {"error": self.message, "code": self.code, **self.details}
+        return {"error": self.message, "code": self.code, **self.details, "details": self.detail_lines()}
 
 
 class InvalidInput(WorkerError):
@@ -36,6 +45,13 @@ class ComfyUnavailable(WorkerError):
     """ComfyUI did not start, stopped answering, or died."""
 
     code = "comfyui_unavailable"
+
+
+class ComfyNotFound(ComfyUnavailable):
+    """No ComfyUI install where the worker looks (``COMFYUI_DIR``, ./.comfyui, /comfyui); ``reason`` says so."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="comfyui_not_found")
 
 
 class ComfyValidationError(WorkerError):

@@ -20,15 +20,17 @@ import requests
 from .config import WorkerSettings
 from .errors import InvalidInput
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Any character ComfyUI's upload keeps, except path separators, a leading dot and control characters.
+SAFE_NAME = re.compile(r"^(?!\.)[^/\\\x00-\x1f\x7f]{1,128}$")
+NAME_RULE = "must be a file name: no '/' or '\\', no leading dot, no control characters, 1 to 128 characters"
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", b"BM")
 MAX_REDIRECTS = 5
 
 
 def safe_name(name: object, field: str) -> str:
-    """A plain file name (letters, digits, ``._-``, no path, no leading dot, at most 128 chars)."""
-    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
-        raise InvalidInput(field, "must be a plain file name of letters, digits, '.', '_' or '-' (at most 128 characters)")
+    """A file name: no path separator, no leading dot or space, no control character, at most 128 characters."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name):
+        raise InvalidInput(field, NAME_RULE)
     return name
 
 

@@ -44,9 +44,10 @@ class ImageInput:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """Where outputs go: ``base64`` in the answer, or ``s3`` (bucket/prefix default to the worker's)."""
+    """Where outputs go: ``base64`` in the answer, or ``s3`` (bucket/prefix default to the worker's).
+    ``mode`` None: the worker's default (``s3`` when ``BUCKET_ENDPOINT_URL`` is set, as worker-comfyui does)."""
 
-    mode: str = "base64"
+    mode: str | None = None
     bucket: str | None = None
     prefix: str | None = None
     expires_in: int | None = None
@@ -174,16 +175,22 @@ def _check_values(raw: dict) -> None:
         if key in raw and action not in ACTIONS_WITH_PARAMS:
             raise InvalidInput(key, f"is only used with action 'run', not {action!r}")
     output = raw.get("output") or {}
-    if output.get("mode", "base64") != "s3":
+    if output.get("mode") != "s3":
         for key in ("bucket", "prefix", "expires_in"):
             if key in output:
                 raise InvalidInput(f"output.{key}", "is only used with mode 's3'")
 
 
 def parse_job(raw: Any, max_image_chars: int | None = None) -> Job:
-    """Validate a job's ``input`` and return it as a ``Job``; raise ``InvalidInput`` naming the field."""
+    """Validate a job's ``input`` (an object, or a JSON string of one as some worker-comfyui clients send)
+    and return it as a ``Job``; raise ``InvalidInput`` naming the field."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise InvalidInput("input", "is a string but not valid JSON; send an object") from None
     if not isinstance(raw, dict):
-        raise InvalidInput("input", "must be an object")
+        raise InvalidInput("input", "must be an object (or a JSON string of one)")
     validator = _validator(*_limits(max_image_chars))
     try:
         error = next(iter(validator.iter_errors(raw)), None)
@@ -198,8 +205,7 @@ def parse_job(raw: Any, max_image_chars: int | None = None) -> Job:
         workflow=raw.get("workflow", os.environ.get("WORKER_DEFAULT_WORKFLOW") or DEFAULT_WORKFLOW),
         params=dict(raw.get("params") or {}),
         images=tuple(ImageInput(i["name"], i["image"]) for i in raw.get("images") or []),
-        output=OutputSpec(output.get("mode", "base64"), output.get("bucket"), output.get("prefix"),
-                          output.get("expires_in")),
+        output=OutputSpec(output.get("mode"), output.get("bucket"), output.get("prefix"), output.get("expires_in")),
         action=raw.get("action", "run"),
         timeout=float(timeout) if timeout is not None else None,
     )

@@ -1,5 +1,6 @@
-"""One job, end to end: validate → plan models → fetch missing (with progress) → upload inputs →
-queue → follow → collect outputs → deliver → clean up. Storage actions answer from model_fetch.
+"""One job, end to end: parse → load workflow → apply and validate params → plan models → fetch
+missing (with progress) → upload inputs → queue → follow → collect outputs → deliver → clean up.
+Storage actions answer from model_fetch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import model_fetch
 
 from . import outputs as out
 from .comfy_client import ComfyClient, Progress, output_files
-from .errors import InvalidInput, ModelsUnavailable, WorkerError
+from .errors import ComfyNotFound, InvalidInput, ModelsUnavailable, WorkerError
 from .inputs import load_image, safe_name, unique_name
 from .job_input import Job, parse_job
 from .runtime import Runtime
@@ -57,13 +58,31 @@ def comfy_execution_seconds(entry: dict) -> float | None:
     return round((end - start) / 1000, 3) if start is not None and end is not None else None
 
 
-def _fetch_models(graph: dict, ctx: JobContext) -> dict:
-    """Plan the graph's model files and fetch the missing ones, reporting bytes as they arrive."""
+def plan_models(graph: dict, ctx: JobContext) -> "model_fetch.Plan":
+    """Which model files the graph needs and where each comes from; fails (``model_unknown``) before any
+    download. Files ComfyUI itself finds count as present: its folders on disk first, then, for a file
+    still unknown, what the running ComfyUI lists under ``GET /models/{folder}``."""
+    rt = ctx.runtime
+    comfy = rt.comfy_folders()
+    kwargs = dict(settings=rt.fetch_settings, store=rt.store(), comfy=comfy)
+    try:
+        try:
+            return model_fetch.plan(graph, **kwargs)
+        except model_fetch.UnknownModelError as exc:
+            client = rt.ready()
+            for folder in dict.fromkeys(folder for _, folder in exc.missing):
+                comfy.add_listing(folder, client.list_models(folder))
+            return model_fetch.plan(graph, **kwargs)
+    except model_fetch.ModelFetchError as exc:
+        raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
+
+
+def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict:
+    """Fetch the plan's missing files, reporting bytes as they arrive."""
     rt = ctx.runtime
     t0 = time.monotonic()
+    missing = [i for i in plan.missing() if i.entry is not None]
     try:
-        plan = model_fetch.plan(graph, settings=rt.fetch_settings, store=rt.store())
-        missing = plan.missing()
         if missing:
             ctx.report({"stage": "models", "message": f"fetching {len(missing)} model file(s)",
                         "files": [f"{i.directory}/{i.name}" for i in missing]})
@@ -81,20 +100,35 @@ def _fetch_models(graph: dict, ctx: JobContext) -> dict:
     return {"needed": len(plan.items), "fetched": [f"{i.directory}/{i.name}" for i in missing]}
 
 
-def _upload_inputs(job: Job, client: ComfyClient, ctx: JobContext) -> tuple[str | None, dict[str, str]]:
-    """Upload ``params.image`` and ``images[]`` under job-unique names; return (image name, rename map)."""
+@dataclass
+class InputFiles:
+    """The job's images, read (decoded or downloaded) and checked, not yet uploaded."""
+
+    start: bytes | None = None  # params.image
+    named: list[tuple[str, bytes]] = field(default_factory=list)  # images[]
+
+
+def read_inputs(job: Job, ctx: JobContext) -> InputFiles:
     s = ctx.runtime.settings
+    files = InputFiles()
+    for i, item in enumerate(job.images):
+        files.named.append((safe_name(item.name, f"images[{i}].name"), load_image(item.image, f"images[{i}].image", s)))
+    if "image" in job.params:
+        files.start = load_image(job.params["image"], "params.image", s)
+    return files
+
+
+def _upload_inputs(files: InputFiles, client: ComfyClient, ctx: JobContext) -> tuple[str | None, dict[str, str]]:
+    """Upload ``params.image`` and ``images[]`` under job-unique names; return (image name, rename map)."""
     input_dir, _ = ctx.runtime.io_dirs()
     renames: dict[str, str] = {}
-    for i, item in enumerate(job.images):
-        name = safe_name(item.name, f"images[{i}].name")
-        stored = client.upload_image(unique_name(name), load_image(item.image, f"images[{i}].image", s))
+    for name, data in files.named:
+        stored = client.upload_image(unique_name(name), data)
         renames[name] = stored
         ctx.uploaded.append(input_dir / stored)
     image_name = None
-    if "image" in job.params:
-        data = load_image(job.params["image"], "params.image", s)
-        image_name = client.upload_image(unique_name("start.png"), data)
+    if files.start is not None:
+        image_name = client.upload_image(unique_name("start.png"), files.start)
         ctx.uploaded.append(input_dir / image_name)
     return image_name, renames
 
@@ -123,14 +157,26 @@ def _collect(entry: dict, ctx: JobContext) -> list[out.OutputFile]:
     return files
 
 
-def _deliver(job: Job, files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
+def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
+    """(mode, bucket) of the job's outputs, checked before anything runs. Without ``output.mode``,
+    ``BUCKET_ENDPOINT_URL`` switches S3 on, as in worker-comfyui."""
     s, spec = ctx.runtime.settings, job.output
-    if spec.mode == "s3":
+    mode = spec.mode or s.output_mode
+    if mode != "s3":
+        return mode, None
+    bucket = spec.bucket or s.output_bucket or out.bucket_of_endpoint(s.bucket_endpoint_url)
+    if not bucket:
+        raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or a "
+                                            "BUCKET_ENDPOINT_URL of the form https://BUCKET.s3.REGION.amazonaws.com)")
+    return mode, bucket
+
+
+def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
+    s, spec = ctx.runtime.settings, job.output
+    mode, bucket = target
+    if mode == "s3" and bucket:
         from model_fetch.s3 import make_client
 
-        bucket = spec.bucket or s.output_bucket
-        if not bucket:
-            raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET)")
         prefix = f"{spec.prefix or s.output_prefix}/{ctx.job_id}"
         expires = int(spec.expires_in or s.output_url_expires)
         return out.to_s3(files, make_client(ctx.runtime.fetch_settings), bucket, prefix, expires)
@@ -151,30 +197,41 @@ def _cleanup(ctx: JobContext, client: ComfyClient | None, prompt_id: str | None)
 
 
 def run_workflow(job: Job, ctx: JobContext) -> dict:
+    """parse (done) → load workflow → apply and validate params → output target → plan models → read input
+    images → fetch models → upload → queue → follow → deliver. Nothing is downloaded or uploaded before
+    every check that needs no download has passed."""
     rt = ctx.runtime
     t0 = time.monotonic()
-    rt.start()  # boots in the background while inputs are checked and models fetched
+    try:
+        rt.start()  # boots in the background while inputs are checked and models fetched
+    except ComfyNotFound:
+        pass  # reported when the job first needs ComfyUI (planning asks where its models are)
     client: ComfyClient | None = None
     prompt_id = None
     try:
-        needs_info = isinstance(job.workflow, dict) and isinstance(job.workflow.get("nodes"), list)
-        if needs_info:
-            client = rt.ready()
+        if isinstance(job.workflow, dict) and isinstance(job.workflow.get("nodes"), list):
+            client = rt.ready()  # a UI-format graph is converted with ComfyUI's /object_info
         loaded = load_workflow(job.workflow or rt.settings.default_workflow,
                                object_info=rt.object_info(client) if client else None,
                                workflows_dir=rt.settings.workflows_dir)
-        graph = loaded.graph
         if loaded.param_map is None and job.params:
             raise InvalidInput("params", "this workflow has no parameter map; set values in the graph itself")
-        models = _fetch_models(graph, ctx)
+        # an inline graph without params runs as sent (worker-comfyui style), even when it is a saved workflow
+        param_map = loaded.param_map if isinstance(job.workflow, str) or job.params else None
+        params = dict(job.params)
+        if "image" in params:
+            params["image"] = "start.png"  # the uploaded name replaces it once the image is in ComfyUI
+        checked = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
+        target = output_target(job, ctx)
+        plan = plan_models(checked, ctx)
+        inputs = read_inputs(job, ctx)
+        models = fetch_models(plan, ctx)
         client = client or rt.ready()
         ctx.timings["comfyui_ready_s"] = round(time.monotonic() - t0, 3)
-        image_name, renames = _upload_inputs(job, client, ctx)
-        params = dict(job.params)
+        image_name, renames = _upload_inputs(inputs, client, ctx)
         if image_name is not None:
             params["image"] = image_name
-        if loaded.param_map is not None:
-            graph = apply_params(graph, loaded.param_map, params)
+        graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         graph = _rename_inputs(graph, renames)
         t1 = time.monotonic()
         prompt_id = client.queue_prompt(graph)
@@ -190,7 +247,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
         if comfy_s is not None:
             ctx.timings["comfy_execution_s"] = comfy_s
         files = _collect(entry, ctx)
-        delivered = _deliver(job, files, ctx)
+        delivered = _deliver(job, target, files, ctx)
         ctx.timings["total_s"] = round(time.monotonic() - t0, 3)
         return {"status": "success", "prompt_id": prompt_id, "outputs": delivered, "images": delivered,
                 "models": models, "timings": ctx.timings}
@@ -214,7 +271,7 @@ def run_action(job: Job, ctx: JobContext) -> dict:
         if job.action == "prefetch":
             loaded = load_workflow(job.workflow or rt.settings.default_workflow, object_info=None,
                                    workflows_dir=rt.settings.workflows_dir)
-            return {"status": "success", "models": _fetch_models(loaded.graph, ctx)}
+            return {"status": "success", "models": fetch_models(plan_models(loaded.graph, ctx), ctx)}
     except model_fetch.ModelFetchError as exc:
         raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
     raise InvalidInput("action", f"unknown action {job.action!r}")

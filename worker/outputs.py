@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import logging
 import mimetypes
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import OutputTooLarge, OutputUploadFailed
 
@@ -33,6 +35,14 @@ class OutputFile:
     def describe(self) -> dict:
         return {"node_id": self.node_id, "kind": self.kind, "filename": self.filename, "subfolder": self.subfolder,
                 "content_type": self.content_type, "size": self.path.stat().st_size}
+
+
+def bucket_of_endpoint(endpoint_url: str | None) -> str | None:
+    """The bucket of a virtual-hosted-style endpoint (``https://BUCKET.s3.REGION.amazonaws.com``), as
+    runpod's upload utility and worker-comfyui expect ``BUCKET_ENDPOINT_URL``; else None."""
+    host = urlsplit(endpoint_url or "").hostname or ""
+    match = re.match(r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\.s3[.-]", host)
+    return match.group(1) if match else None
 
 
 def encoded_size(files: list[OutputFile]) -> int:

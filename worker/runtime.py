@@ -17,6 +17,7 @@ import model_fetch
 from . import comfyui_home
 from .comfy_client import ComfyClient
 from .config import WorkerSettings
+from .errors import ComfyNotFound
 from .supervisor import ComfyProcess, ComfySettings
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,41 @@ class Runtime:
         path = self.settings.extra_model_paths or self.settings.base_dir / "extra_model_paths.yaml"
         return model_fetch.write_paths(path, settings=self.fetch_settings)
 
+    def comfyui_dir(self) -> Path:
+        """The ComfyUI install (``COMFYUI_DIR``, else the first found); ``ComfyNotFound`` when there is none."""
+        configured = self.settings.comfyui_dir
+        if configured is not None:
+            if not comfyui_home.is_comfyui(configured):
+                raise ComfyNotFound(f"COMFYUI_DIR={configured} is not a ComfyUI install (no main.py, comfy/, nodes.py)")
+            return configured
+        try:
+            return comfyui_home.ensure(clone=False)
+        except comfyui_home.ComfyUINotFound as exc:
+            raise ComfyNotFound(str(exc)) from None
+
+    def comfy_folders(self) -> model_fetch.ComfyFolders:
+        """Where ComfyUI itself finds models: its install's and base directory's models/, its YAML files."""
+        extra = [self.settings.extra_model_paths] if self.settings.extra_model_paths else []
+        return model_fetch.ComfyFolders.of_install(self.comfyui_dir(), self.settings.base_dir, extra)
+
+    def install_models_file(self, comfyui: Path) -> list[Path]:
+        """A YAML mapping the install's own ``models/`` folders into ComfyUI, which ``--base-directory`` hides."""
+        models = comfyui / "models"
+        if not models.is_dir() or models.resolve() == (self.settings.base_dir / "models").resolve():
+            return []
+        section = {"base_path": str(models), **{d.name: d.name for d in sorted(models.iterdir()) if d.is_dir()}}
+        path = self.settings.base_dir / "comfyui_install_models.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        path.write_text(yaml.safe_dump({"comfyui_install": section}, sort_keys=False))
+        return [path]
+
     def _make_process(self) -> ComfyProcess:
-        comfyui = self.settings.comfyui_dir or comfyui_home.ensure(clone=False)
+        comfyui = self.comfyui_dir()
         return ComfyProcess(ComfySettings(comfyui_dir=Path(comfyui), base_dir=self.settings.base_dir,
-                                          extra_model_paths=[self.model_paths_file()], host=self.settings.host,
+                                          extra_model_paths=[self.model_paths_file(), *self.install_models_file(comfyui)],
+                                          host=self.settings.host,
                                           port=self.settings.port, cpu=self.settings.cpu,
                                           extra_args=list(self.settings.comfy_args)))
 
