@@ -9,7 +9,8 @@ and find their file with ``folder_paths.get_full_path`` (``get_full_path_or_rais
   of the folder's extensions. They are plain file names, so they pass ComfyUI's "value in list"
   validation and saved workflows keep plain names.
 * ``get_full_path(folder, name)``: as before when the file is on disk. When it is not, and a node is
-  executing (ComfyUI's executing context is set) and a source knows the file, the file is fetched
+  executing (ComfyUI's executing context is set, in the prompt worker thread: validation at queue
+  time never fetches) and a source knows the file, the file is fetched
   first, with a byte progress bar on that node; the call returns its path. Outside execution
   (HTTP routes, listings) nothing is ever fetched.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 
 from . import fetch
@@ -94,11 +96,13 @@ def fetch_on_resolve(folder: str, name: str) -> str | None:
 
 
 def _executing() -> bool:
+    """True while a node runs in ComfyUI's prompt worker. ComfyUI also sets the executing context for
+    ``VALIDATE_INPUTS`` at queue time, but that runs on the server's event loop in the main thread."""
     try:
         from comfy_execution.utils import get_executing_context
     except ImportError:
         return False
-    return get_executing_context() is not None
+    return get_executing_context() is not None and threading.current_thread() is not threading.main_thread()
 
 
 def install() -> None:
