@@ -148,3 +148,14 @@ def test_embedded_urls_on_an_allowed_https_host_run_on_empty_folders(env):
         assert (env.root / e["directory"] / name).is_file(), name
     plan = requests.post(f"{env.comfy.url}/model_fetch/plan", json={"workflow": ui}, timeout=60).json()["models"]
     assert {r["state"] for r in plan} == {"present"}
+
+
+def test_comfyui_start_up_log_is_clean(env):
+    """What an artist reads when ComfyUI starts with the pack: no import failures (ComfyUI's audio nodes need
+    torchaudio matching torch), no database error (the supervisor puts the database in the base directory)."""
+    log = env.comfy.process.log_path.read_text(errors="replace")
+    start_up = log.split("To see the GUI go to", 1)[0]
+    for phrase in ("IMPORT FAILED", "Failed to initialize database", "Traceback", "Cannot import"):
+        assert phrase not in start_up, start_up[-3000:]
+    assert "ComfyUI's model lookup hooked" in start_up
+    assert (env.comfy.base_dir / "user" / "comfyui.db").is_file()

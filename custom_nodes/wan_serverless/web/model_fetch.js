@@ -214,6 +214,7 @@ async function refresh() {
       const resp = await api.fetchApi("/model_fetch/status");
       if (resp.ok) state.rows = (await resp.json()).models.filter((r) => r.state === "downloading");
     }
+    for (const r of state.rows) if (r.state === "present") missingByName.delete(r.name); // labels follow
   } catch (e) {
     console.warn("model_fetch: cannot refresh the models panel", e);
   }
