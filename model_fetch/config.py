@@ -58,6 +58,7 @@ class Settings:
     mirror_writeback: str | None = None  # s3://bucket/prefix to upload origin downloads to
     allowed_hosts: tuple[str, ...] = ("huggingface.co", "civitai.com")  # hosts of model URLs embedded in workflows
     allow_private_urls: bool = False  # embedded model URLs may resolve to loopback/private addresses
+    url_guard: object = None  # callable(url) raising urlguard.UrlRefused: checks each request and redirect target
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

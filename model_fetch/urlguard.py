@@ -38,6 +38,24 @@ def check_public_host(host: str, port: int | None) -> None:
             raise UrlRefused(f"URL points at a non-public address ({ip}); refused")
 
 
+def request_guard(allow_private: bool = False):
+    """A check for each request and redirect target of a workflow source: https, public addresses.
+
+    The allow-list applies to the URL the workflow names, not to where its host redirects (the Hub
+    answers from CDN hosts)."""
+
+    def guard(url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            raise UrlRefused(f"only https:// URLs are fetched from workflows (got {parts.scheme or 'no'} scheme)")
+        if not parts.hostname:
+            raise UrlRefused("the URL has no host")
+        if not allow_private:
+            check_public_host(parts.hostname, parts.port)
+
+    return guard
+
+
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     host = host.lower().rstrip(".")
     return any(host == a or host.endswith("." + a) for a in allowed)
