@@ -130,6 +130,8 @@ def test_embedded_url_breaking_a_rule_is_refused_naming_model_and_rule(env, base
         assert f"model '{name}'" in error["message"]
     assert rule in error["message"]
     assert "6" in resp.json()["node_errors"]  # the high-noise UNET loader is marked in the editor
+    plan = requests.post(f"{env.comfy.url}/model_fetch/plan", json={"workflow": ui}, timeout=60).json()["models"]
+    assert {r["state"] for r in plan} == {"refused"} and all(rule in r["reason"] for r in plan)
     assert not any(p.is_file() for p in env.root.rglob("*") if p.name in env.mirror)
     assert env.secure.counters.connections == 0  # nothing fetched, not even probed
 
@@ -148,6 +150,14 @@ def test_embedded_urls_on_an_allowed_https_host_run_on_empty_folders(env):
         assert (env.root / e["directory"] / name).is_file(), name
     plan = requests.post(f"{env.comfy.url}/model_fetch/plan", json={"workflow": ui}, timeout=60).json()["models"]
     assert {r["state"] for r in plan} == {"present"}
+
+
+def test_plan_names_a_model_no_source_knows_with_its_folder(env):
+    ui = {"nodes": [{"id": 3, "type": "VAELoader", "mode": 0, "widgets_values": ["nowhere_vae.safetensors"]}],
+          "links": []}
+    plan = requests.post(f"{env.comfy.url}/model_fetch/plan", json={"workflow": ui}, timeout=60).json()["models"]
+    assert len(plan) == 1 and plan[0]["state"] == "unknown" and plan[0]["name"] == "nowhere_vae.safetensors"
+    assert "'vae' folder" in plan[0]["reason"] and plan[0]["target"] == str(env.root / "vae")
 
 
 def test_comfyui_start_up_log_is_clean(env):
