@@ -57,6 +57,9 @@ class Settings:
     s3_secret_access_key: str | None = None
     mirror_writeback: str | None = None  # s3://bucket/prefix to upload origin downloads to
     comfyui_dir: Path | None = None  # a ComfyUI install whose own model folders count as present
+    allowed_hosts: tuple[str, ...] = ("huggingface.co", "civitai.com")  # hosts of model URLs embedded in workflows
+    allow_private_urls: bool = False  # embedded model URLs may resolve to loopback/private addresses
+    url_guard: object = None  # callable(url) raising urlguard.UrlRefused: checks each request and redirect target
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -83,6 +86,10 @@ class Settings:
             s3_secret_access_key=_env("BUCKET_SECRET_ACCESS_KEY"),
             mirror_writeback=_env("MODEL_FETCH_MIRROR_WRITEBACK"),
             comfyui_dir=Path(_env("COMFYUI_DIR")).expanduser() if _env("COMFYUI_DIR") else None,
+            allowed_hosts=tuple(h.strip().lower().rstrip(".") for h in
+                                (_env("MODEL_FETCH_ALLOWED_HOSTS", "huggingface.co,civitai.com") or "").split(",")
+                                if h.strip()),
+            allow_private_urls=_truthy(_env("MODEL_FETCH_ALLOW_PRIVATE_URLS")),
         )
         return replace(settings, **overrides) if overrides else settings
 
@@ -94,7 +101,7 @@ class Settings:
 REPORTED_ENV = (
     "MODEL_FETCH_MODELS_DIR", "MODEL_FETCH_VOLUME_DIR", "MODEL_FETCH_LOCAL_DIR", "MODEL_FETCH_MANIFEST",
     "MODEL_FETCH_CONNECTIONS", "MODEL_FETCH_CHUNK_MB", "MODEL_FETCH_OFFLINE", "MODEL_FETCH_MIRROR_WRITEBACK",
-    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER",
+    "MODEL_FETCH_ALLOWED_HOSTS", "MODEL_FETCH_ALLOW_PRIVATE_URLS", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER",
     "TMPDIR", "BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "COMFYUI_DIR",
 )

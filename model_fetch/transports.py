@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
 
@@ -114,8 +114,22 @@ class HttpTransport:
             adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=2, max_retries=0)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
+            if self.settings.url_guard is not None:
+                s.hooks["response"].append(self._check_redirect)
             self._local.session = s
         return s
+
+    def _check_redirect(self, resp: requests.Response, *args, **kwargs) -> None:
+        """Apply ``settings.url_guard`` to a redirect target before it is followed (untrusted sources)."""
+        if resp.is_redirect:
+            from .urlguard import UrlRefused
+
+            target = urljoin(resp.url, resp.headers.get("Location", ""))
+            try:
+                self.settings.url_guard(target)
+            except UrlRefused as exc:
+                resp.close()
+                raise SourceNotFound(f"{self.label} redirects to {redact(target)}, refused: {exc}") from None
 
     def _headers_for(self, url: str, extra: dict[str, str]) -> dict[str, str]:
         # credentials go only to the host they were meant for (requests also strips them on redirects)

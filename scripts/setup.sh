@@ -24,6 +24,19 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "environment ready in $(( $(date +%s) - start ))s: .venv"
 fi
 
+# The editor test drives Debian's chromium through Playwright (no browser download): install it
+# when missing and apt-get can (root or passwordless sudo); otherwise say how.
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
+    echo "installing chromium (Debian package) for the editor test" >&2
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  else
+    echo "!!! $CHROMIUM is missing: install Debian's chromium (apt-get install chromium) for the editor test" >&2
+  fi
+fi
+
 # ComfyUI: $COMFYUI_DIR, ./.comfyui or /comfyui, else a clone of tag v0.8.0 where the network allows.
 # Missing ComfyUI is not fatal here: the tests that need it are skipped with one loud line.
 .venv/bin/python -m worker.comfyui_home >/dev/null || true

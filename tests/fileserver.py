@@ -6,7 +6,8 @@
 
 Bodies go out with ``os.sendfile`` in large chunks (paced by a per-connection token bucket when a rate
 limit is set). Besides ``url`` (``http://127.0.0.1:PORT``) the server listens on ``alt_url``
-(``http://127.0.0.2:PORT``, same port) so cross-host redirects can be tested. A Hugging Face-like
+(``http://127.0.0.2:PORT``, same port) so cross-host redirects can be tested; with ``tls`` (an ``ssl.SSLContext``, see ``tests/tls.py``) both
+are ``https://``. A Hugging Face-like
 ``resolve`` endpoint (see :meth:`FileServer.add_hf_file`) redirects to ``/cdn/<sha256>``, on ``alt_url``
 unless ``hf_cdn_cross_host`` is False. Traffic is in ``server.counters`` (:class:`Counters`), faults in
 ``server.faults`` (:class:`FaultSet`); ``make_file`` writes deterministic test data quickly.
@@ -92,6 +93,8 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     def __init__(self, owner: FileServer, address: tuple[str, int]) -> None:
         self.owner = owner
         super().__init__(address, _Handler)
+        if owner.tls is not None:  # accepted connections are TLS (handshake on accept)
+            self.socket = owner.tls.wrap_socket(self.socket, server_side=True)
 
     def server_bind(self) -> None:  # skip HTTPServer's getfqdn (a DNS lookup)
         import socketserver
@@ -295,8 +298,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.owner.counters.add_bytes(path, n)  # before the bytes can reach the client; corrected below
             sent = 0
             try:
-                if corrupt:
-                    self.connection.sendall(os.pread(fd, n, offset).translate(_INVERT))
+                if corrupt or self.owner.tls is not None:  # sendfile would bypass TLS
+                    data = os.pread(fd, n, offset)
+                    self.connection.sendall(data.translate(_INVERT) if corrupt else data)
                     sent = n
                 else:
                     sent = os.sendfile(out, fd, offset, n)
@@ -355,11 +359,12 @@ class FileServer:
     """Threaded HTTP/1.1 file server for ``root`` on ``host`` (and on ``alt_host``, same port)."""
 
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, rate_limit: int | None = None,
-                 alt_host: str = "127.0.0.2") -> None:
+                 alt_host: str = "127.0.0.2", tls: Any = None) -> None:
         self.root = Path(root)
         self._root_resolved = self.root.resolve()
         self.host, self.port, self.alt_host = host, port, alt_host
         self.rate_limit = rate_limit  # bytes/s per connection; None or 0: unlimited; changeable at any time
+        self.tls = tls  # an ssl.SSLContext (server side): serve https (see tests/tls.py)
         self.faults = FaultSet()
         self.counters = Counters()
         self.hf_cdn_cross_host = True  # redirect resolve URLs to the CDN on alt_url (else on url)
@@ -437,12 +442,16 @@ class FileServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def alt_url(self) -> str:
         """Same server under another host name, for cross-host redirects."""
-        return f"http://{self.alt_host}:{self.port}"
+        return f"{self.scheme}://{self.alt_host}:{self.port}"
 
     def reset_counters(self) -> None:
         self.counters.reset()

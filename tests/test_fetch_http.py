@@ -246,3 +246,22 @@ def test_second_process_waits_and_reports_progress_instead_of_downloading(server
     assert "ACTION waited" in out
     assert any(e["phase"] == "wait" and e["done"] > 0 for e in events)
     assert server.counters.bytes_by_path["/model.bin"] <= SIZE + 1  # fetched once in all
+
+
+def test_workflow_source_redirect_to_plain_http_is_refused_and_nothing_is_kept(tmp_path, monkeypatch):
+    """An untrusted (workflow) source is checked on every redirect hop: https to http is refused."""
+    from model_fetch.urlguard import request_guard
+    from tests.tls import make_cert, server_context
+
+    cert = make_cert(tmp_path / "tls")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert.ca))
+    make_file(tmp_path / "www" / "m.safetensors", 200_000)
+    with FileServer(tmp_path / "www", tls=server_context(cert)) as secure:
+        secure.faults.add("/m.safetensors", Fault.REDIRECT, to="http://127.0.0.1:9/m.safetensors")
+        entry = ModelEntry(name="m.safetensors", directory="loras", url=f"{secure.url}/m.safetensors", origin="workflow")
+        s = settings(tmp_path, url_guard=request_guard(allow_private=True))
+        with pytest.raises(SourceNotFound, match="redirects to http://127.0.0.1:9/m.safetensors, refused: only https"):
+            model_fetch.ensure([entry], settings=s, store=Store(s.models_dirs))
+        assert not [p for p in (tmp_path / "models").rglob("m.safetensors*") if p.is_file()]
+        secure.faults.clear()
+        assert model_fetch.ensure([entry], settings=s, store=Store(s.models_dirs)).files[0].action == "downloaded"

@@ -121,3 +121,20 @@ def test_unsafe_names_refused(name):
 
 def test_safe_name_kept():
     assert safe_name("frame_001.png", "images[0].name") == "frame_001.png"
+
+
+def test_embedded_model_url_rules():
+    from model_fetch.urlguard import UrlRefused, check_embedded_url
+
+    allowed = ("huggingface.co",)
+    assert check_embedded_url("https://cdn.huggingface.co/x.gguf", "x.gguf", "diffusion_models", allowed, True)
+    for url, name, folder, rule in (
+            ("https://huggingface.co/x.ckpt", "x.ckpt", "checkpoints", "only .safetensors"),
+            ("https://huggingface.co/x.pt", "x.pt", "custom_folder", "'.pt' files are fetched"),
+            ("https://user:pw@huggingface.co/x.gguf", "x.gguf", "loras", "credentials"),
+            ("https://evilhuggingface.co/x.gguf", "x.gguf", "loras", "not in MODEL_FETCH_ALLOWED_HOSTS"),
+            ("file:///etc/passwd", "x.gguf", "loras", "only https://")):
+        with pytest.raises(UrlRefused, match=rule):
+            check_embedded_url(url, name, folder, allowed, True)
+    with pytest.raises(UrlRefused, match="non-public address"):
+        check_embedded_url("https://127.0.0.1/x.gguf", "x.gguf", "loras", ("127.0.0.1",), False)

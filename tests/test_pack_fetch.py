@@ -154,6 +154,7 @@ def test_object_info_lists_missing_manifest_models_marked(env):
 
 
 FAKE_APP = "export const app = { registerExtension(ext) { globalThis.extension = ext; } };\n"
+FAKE_API = "export const api = { fetchApi: async () => ({ ok: false }), addEventListener() {} };\n"
 LABELS = """
 import "./extensions/wan_serverless/model_fetch.js";
 import { readFileSync } from "node:fs";
@@ -194,6 +195,7 @@ def test_editor_extension_labels_missing_models_and_keeps_plain_values(env, tmp_
     (tmp_path / "extensions" / "wan_serverless" / "model_fetch.js").write_text(js)
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "app.js").write_text(FAKE_APP)
+    (tmp_path / "scripts" / "api.js").write_text(FAKE_API)
     (tmp_path / "package.json").write_text('{"type": "module"}')
     (tmp_path / "labels.js").write_text(LABELS)
     info = requests.get(f"{env.comfy.url}/object_info", timeout=30).json()

@@ -1,7 +1,8 @@
 """Turn job image fields (base64, data URI, https URL) into bytes, safely.
 
 URLs are https-only and may not point at loopback, private, link-local or other reserved
-addresses (checked on every redirect hop) unless ``WORKER_ALLOW_HTTP_URLS`` /
+addresses (checked on every redirect hop, by ``model_fetch.urlguard``, the rule shared with model URLs
+embedded in workflows) unless ``WORKER_ALLOW_HTTP_URLS`` /
 ``WORKER_ALLOW_PRIVATE_URLS`` allow it; every input is size-bounded; names are sanitised.
 """
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
-import socket
 import uuid
 from urllib.parse import urljoin, urlsplit
 
 import requests
+
+from model_fetch.urlguard import UrlRefused, check_public_host
 
 from .config import WorkerSettings
 from .errors import InvalidInput
@@ -72,13 +73,9 @@ def check_url(url: str, field: str, settings: WorkerSettings) -> None:
     if settings.allow_private_urls:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise InvalidInput(field, f"host {parts.hostname!r} cannot be resolved") from None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not ip.is_global or ip.is_multicast:
-            raise InvalidInput(field, f"URL points at a non-public address ({ip}); refused")
+        check_public_host(parts.hostname, parts.port)
+    except UrlRefused as exc:
+        raise InvalidInput(field, str(exc)) from None
 
 
 def fetch_url(url: str, field: str, settings: WorkerSettings) -> bytes:

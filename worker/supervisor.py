@@ -81,7 +81,10 @@ class ComfyProcess:
     def command(self) -> list[str]:
         s = self.settings
         cmd = [s.python, str(s.comfyui_dir / "main.py"), "--listen", s.host, "--port", str(self.port),
-               "--base-directory", str(s.base_dir), "--disable-auto-launch", "--disable-api-nodes"]
+               "--base-directory", str(s.base_dir), "--disable-auto-launch", "--disable-api-nodes",
+               # ComfyUI 0.8.0 keeps its database next to its code (<comfyui>/user/comfyui.db) whatever the
+               # base directory; that folder does not exist there: "Failed to initialize database".
+               "--database-url", f"sqlite:///{(s.base_dir / 'user' / 'comfyui.db').resolve()}"]
         if s.cpu:
             cmd.append("--cpu")
         for path in s.extra_model_paths:

@@ -3,7 +3,8 @@
 Inside ComfyUI this exports the node mappings, the web extension (``web/``) and registers the
 ``/model_fetch/*`` routes on the PromptServer. Outside it (tests, benchmarks) the pure-torch
 modules such as ``dequant`` stay importable: the UI surface is only loaded when ComfyUI's
-``folder_paths`` module is there, the routes only when a PromptServer is running.
+``folder_paths`` module is there, the routes and the model-lookup hook (lookup.py) only when a
+PromptServer is running.
 """
 
 import sys
@@ -22,8 +23,9 @@ else:
 
     _server = getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
     if _server is not None:  # a running ComfyUI server, not an in-process import by tests or tools
-        from . import fetch, routes
+        from . import fetch, lookup, routes
 
+        lookup.install()  # every loader (stock, third-party, ours) lists and fetches known models
         routes.register(_server)
         fetch.context()  # resolve the store now: its folders join ComfyUI's search paths at start-up
 

@@ -17,16 +17,18 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import fetch_setup
+from . import fetch_setup, lookup
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # how often a waiting loader looks at its download's progress
+RATE_WINDOW_S = 5.0  # the download rate shown is averaged over this many seconds
 MARK = "\u2913"  # ⤓, shown before fetchable models in the graph editor (web/model_fetch.js)
 
 
@@ -67,9 +69,19 @@ class Job:
     action: str | None = None
     fetched_bytes: int = 0
     error: BaseException | None = None
+    samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (time, bytes done) for the rate
 
     def update(self, progress: Any) -> None:
         self.progress = progress
+        self.samples.append((time.monotonic(), progress.done))
+
+    def rate(self) -> float | None:
+        """Bytes per second over the last few seconds of progress, None before there is any."""
+        now = time.monotonic()
+        recent = [s for s in self.samples if now - s[0] <= RATE_WINDOW_S]
+        if len(recent) < 2 or recent[-1][0] <= recent[0][0]:
+            return None
+        return max(0.0, (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0]))
 
 
 class PackFetch:
@@ -83,6 +95,25 @@ class PackFetch:
         self._manifest_error: Exception | None = None
         self._jobs: dict[tuple[str, str], Job] = {}
         self._failed: dict[tuple[str, str], str] = {}
+        self._embedded: dict[tuple[str, str], Any] = {}  # sources accepted from queued workflows
+
+    def accept(self, entries: Iterable[Any]) -> None:
+        """Add workflow-embedded sources (already checked by model_fetch.embedded) for the rest of the process."""
+        with self._lock:
+            for entry in entries:
+                self._embedded[entry.key] = entry
+
+    def known(self) -> Any:
+        """Every model a source knows: accepted workflow sources, overridden by the manifests."""
+        merged = self.mf.Manifest()
+        for entry in list(self._embedded.values()):
+            merged.add(entry)
+        merged.merge(self.manifest_or_empty())
+        return merged
+
+    def known_names(self, directory: str) -> list[str]:
+        """Names of the models of ``directory`` that a source knows."""
+        return [e.name for e in self.known() if e.directory == directory and e.sources]
 
     # -- manifest -----------------------------------------------------------------------------
     def manifest_paths(self) -> list[Path]:
@@ -113,8 +144,10 @@ class PackFetch:
             return self.mf.Manifest()
 
     def entry(self, folder: str, name: str) -> Any:
-        """The manifest entry for ``name`` in ComfyUI folder ``folder``, or None."""
-        entry = self.manifest().find(name, folder)
+        """The manifest (or accepted workflow) entry for ``name`` in ComfyUI folder ``folder``, or None."""
+        from model_fetch.folders import canonical
+
+        entry = self.manifest().find(name, folder) or self._embedded.get((canonical(folder), name))
         return entry if entry is not None and entry.sources else None
 
     def sources_text(self) -> str:
@@ -129,7 +162,7 @@ class PackFetch:
         from model_fetch.folders import canonical
 
         wanted = {e.lower() for e in extensions}
-        manifest = self.manifest_or_empty()
+        manifest = self.known()
         entries = [e for e in manifest if e.directory == canonical(folder) and e.sources and e.name not in on_disk
                    and os.path.splitext(e.name)[1].lower() in wanted]
         if not entries:
@@ -159,7 +192,14 @@ class PackFetch:
         entry = job.entry
         log.info("model_fetch: fetching %s (%s, %s)", entry.describe(), human_bytes(entry.size), job.origin)
         try:
-            report = self.mf.ensure([entry], settings=self.settings, store=self.store, on_progress=job.update)
+            settings = self.settings
+            if entry.origin == "workflow":  # untrusted: re-check the URL and every redirect target
+                from model_fetch.urlguard import request_guard
+
+                guard = request_guard(settings.allow_private_urls)
+                guard(entry.url)
+                settings = settings.with_(url_guard=guard)
+            report = self.mf.ensure([entry], settings=settings, store=self.store, on_progress=job.update)
             fetched = report.files[0]
             job.path, job.action, job.fetched_bytes = fetched.path, fetched.action, fetched.fetched_bytes
             size = fetched.path.stat().st_size
@@ -200,8 +240,6 @@ class PackFetch:
 
     # -- status and pull --------------------------------------------------------------------------
     def _rows(self, manifest: Any) -> list[dict]:
-        import folder_paths
-
         rows = []
         for f in self.mf.status(settings=self.settings, manifest=manifest, store=self.store):
             row = f.as_dict()
@@ -210,6 +248,7 @@ class PackFetch:
             if job is not None and f.state != "present":
                 p = job.progress
                 row["state"] = "downloading"
+                row["rate"] = job.rate()
                 row["phase"] = p.phase if p is not None else "starting"
                 if p is not None:
                     row["done"] = p.done
@@ -219,19 +258,21 @@ class PackFetch:
                         row["message"] = p.message
             elif f.entry.key in self._failed and f.state != "present":
                 row["error"] = self._failed[f.entry.key]
-            row["comfyui_path"] = folder_paths.get_full_path(f.entry.directory, f.entry.name)
+            if row.get("rate") and row.get("total"):
+                row["eta_s"] = max(0.0, (row["total"] - row["done"]) / row["rate"])
+            row["comfyui_path"] = lookup.original_full_path(f.entry.directory, f.entry.name)
             rows.append(row)
         return rows
 
     def status(self) -> list[dict]:
         """Every manifest model: name, directory, state, size, done/total bytes, path, comfyui_path, ..."""
-        return self._rows(self.manifest())
+        self.manifest()  # raises when a manifest is unusable
+        return self._rows(self.known())
 
     def pull(self, names: list[str] | None) -> dict[str, list[dict]]:
-        """Start background downloads of the named manifest models (all when ``names`` is None)."""
-        import folder_paths
-
-        manifest = self.manifest()
+        """Start background downloads of the named known models (all when ``names`` is None)."""
+        self.manifest()  # raises when a manifest is unusable
+        manifest = self.known()
         if names is None:
             entries = [e for e in manifest if e.sources]
         else:
@@ -250,7 +291,7 @@ class PackFetch:
             if found is not None and self.store.valid_stamp(found) is not None:
                 out["present"].append({**item, "path": str(found)})
                 continue
-            elsewhere = folder_paths.get_full_path(entry.directory, entry.name) if found is None else None
+            elsewhere = lookup.original_full_path(entry.directory, entry.name) if found is None else None
             if elsewhere is not None:  # ComfyUI already sees it outside the store
                 out["present"].append({**item, "path": elsewhere})
                 continue

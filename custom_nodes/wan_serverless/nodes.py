@@ -1,11 +1,11 @@
 """The pack's UI surface: node classes as ComfyUI's graph editor shows them.
 
 Every loader finds its file through ``resolve_model(folder, name)`` and lists choices through
-``list_models(folder, extensions)``. Both know fetch on first use (fetch.py): the list holds the
-files on disk, then the manifest models not downloaded yet under their plain file names (so saved
-workflows and API graphs keep plain names); the input's tooltip and ``model_fetch`` metadata mark
-them, and web/model_fetch.js shows them with a ⤓ label in the dropdown. ``resolve_model`` fetches
-such a model, with a progress bar in bytes, when the graph runs. ``check_model`` (the loaders'
+``list_models(folder, extensions)``. The list holds the files on disk, then the manifest models not
+downloaded yet under their plain file names (so saved workflows and API graphs keep plain names);
+the input's tooltip and ``model_fetch`` metadata mark them, and web/model_fetch.js shows them with
+a ⤓ label in the dropdown. ``resolve_model`` goes through ComfyUI's hooked ``folder_paths``
+(lookup.py), which fetches such a model when the graph runs, as it does for every other loader. ``check_model`` (the loaders'
 ``VALIDATE_INPUTS``) accepts a name that is on disk or in a manifest, so a graph can be queued
 before its models exist, and rejects any other name with a message naming file and folder.
 
@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 
 import folder_paths
 
-import comfy.model_management
 import comfy.sd
 import comfy.utils
 
@@ -59,35 +58,17 @@ def _not_found(folder: str, name: str) -> ModelNotFound:
                          f"or put the file in one of those folders")
 
 
-def _progress_bar(entry) -> Callable[[object], None]:
-    """A model_fetch progress callback driving a ComfyUI progress bar in bytes (total = file size)."""
-    bar = comfy.utils.ProgressBar(entry.size or 1)
-
-    def update(progress) -> None:
-        total = progress.total or entry.size or max(progress.done, 1)
-        bar.update_absolute(min(progress.done, total), total)
-
-    return update
-
-
 def resolve_model(folder: str, name: str) -> str:
-    """The full path of model ``name`` in ComfyUI folder ``folder``: the one place loaders resolve files.
+    """The full path of model ``name`` in ComfyUI folder ``folder``; ModelNotFound naming both when none.
 
-    A file that is not on disk but listed by a model_fetch manifest is downloaded first (or waited
-    for, when another process is downloading it) with a progress bar on the running node.
+    ``folder_paths.get_full_path`` is hooked (lookup.py): while a node runs, a file that is not on
+    disk but known to a source is fetched first, with a byte progress bar on that node, exactly as
+    for ComfyUI's stock loaders. No fetch code here.
     """
     path = folder_paths.get_full_path(folder, name)
-    if path is not None:
-        return path
-    ctx = fetch.context()
-    entry = ctx.entry(folder, name) if ctx is not None else None
-    if entry is None:
+    if path is None:
         raise _not_found(folder, name)
-    log.info("'%s' is not on disk; fetching it into '%s' (fetch on first use)", name, folder)
-    fetched = ctx.fetch(entry, on_progress=_progress_bar(entry),
-                        on_poll=comfy.model_management.throw_exception_if_processing_interrupted)
-    path = folder_paths.get_full_path(folder, name)
-    return path if path is not None else str(fetched)
+    return path
 
 
 def _on_disk(folder: str, extensions: set[str]) -> list[str]:

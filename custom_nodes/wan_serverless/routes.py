@@ -6,13 +6,19 @@
     plus ``phase``/``message`` while this process downloads it and ``error`` after a failed download.
     ``state`` is model_fetch's (present, unverified, downloading, partial, missing); ``done``/``total``
     are bytes; ``comfyui_path`` is where ComfyUI's loaders find the file (it may lie outside the store).
-``POST /model_fetch/pull`` with ``{"names": [name or "directory/name", ...]}`` or ``{"all": true}``
+``POST /model_fetch/plan`` with ``{"workflow": <UI workflow>}``
+    200 ``{"models": [row]}``: what the workflow needs (workflow_plan.py), for the editor's panel.
+``POST /model_fetch/pull`` with ``{"names": [name or "directory/name", ...]}`` or ``{"all": true}``,
+    optionally with ``"workflow"`` (its embedded sources are checked and accepted first)
     202 ``{"started": [...], "running": [...], "present": [...]}`` at once; the downloads run in
     background threads and show in ``/model_fetch/status``.
 
 Errors are ``{"error": message, "code": ...}``: 400 ``bad_request`` (body), 400 ``model_unknown``
 (with ``unknown``: the names no manifest lists), 500 ``manifest_invalid``, 503 ``fetch_disabled``.
 Work that touches the disk runs in a thread, never on ComfyUI's event loop.
+
+A middleware checks the model sources embedded in every ``POST /prompt`` before ComfyUI sees it
+(``workflow_plan.admit_prompt``): refused sources answer 400 in ComfyUI's own error shape.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import fetch
+from . import fetch, workflow_plan
 
 log = logging.getLogger(__name__)
 _registered: set[int] = set()
@@ -55,9 +61,11 @@ def parse_pull(body: Any) -> list[str] | None:
     usage = 'expected {"names": ["<model file name>", ...]} or {"all": true}'
     if not isinstance(body, dict):
         raise ValueError(f"the body must be a JSON object: {usage}")
-    unknown_keys = set(body) - {"names", "all"}
+    unknown_keys = set(body) - {"names", "all", "workflow"}
     if unknown_keys:
         raise ValueError(f"unknown field(s) {', '.join(sorted(unknown_keys))}: {usage}")
+    if "workflow" in body and not isinstance(body["workflow"], dict):
+        raise ValueError('"workflow" must be a UI workflow (a JSON object)')
     if body.get("all") is True and "names" not in body:
         return None
     names = body.get("names")
@@ -89,6 +97,10 @@ async def post_pull(request: web.Request) -> web.Response:
     ctx, error = _context_or_error()
     if error is not None:
         return error
+    refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx,
+                                      {"extra_data": {"extra_pnginfo": {"workflow": body.get("workflow")}}})
+    if refused is not None:
+        return _error(400, "model_fetch_refused", refused["error"]["details"])
     try:
         started = await asyncio.to_thread(ctx.pull, names)
     except fetch.UnknownModels as exc:
@@ -100,6 +112,40 @@ async def post_pull(request: web.Request) -> web.Response:
     return web.json_response(started, status=202)
 
 
+async def post_plan(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
+        return _error(400, "bad_request", 'expected {"workflow": <UI workflow>}')
+    ctx, error = _context_or_error()
+    if error is not None:
+        return error
+    try:
+        return web.json_response({"models": await asyncio.to_thread(workflow_plan.plan_rows, ctx, body["workflow"])})
+    except ctx.mf.ModelFetchError as exc:
+        return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
+
+
+@web.middleware
+async def check_embedded_sources(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse a queued prompt whose workflow-embedded model URLs break a rule, before ComfyUI queues it."""
+    if request.method != "POST" or request.path not in ("/prompt", "/api/prompt"):
+        return await handler(request)
+    ctx = fetch.context()
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return await handler(request)
+    if ctx is not None and isinstance(body, dict):
+        refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx, body)
+        if refused is not None:
+            log.warning("prompt refused: %s", refused["error"]["details"])
+            return web.json_response(refused, status=400)
+    return await handler(request)
+
+
 def register(server: Any) -> None:
     """Add the routes to ``server`` (ComfyUI's PromptServer instance), once."""
     if id(server) in _registered:
@@ -107,3 +153,5 @@ def register(server: Any) -> None:
     _registered.add(id(server))
     server.routes.get("/model_fetch/status")(get_status)
     server.routes.post("/model_fetch/pull")(post_pull)
+    server.routes.post("/model_fetch/plan")(post_plan)
+    server.app.middlewares.append(check_embedded_sources)  # the app is not frozen while packs load

@@ -1,0 +1,113 @@
+"""What a workflow needs, for the editor's panel, and the check of its embedded sources when it is queued.
+
+``plan_rows(ctx, workflow)`` answers ``POST /model_fetch/plan``: one row per model file the
+workflow uses, with the state the editor shows (``present``, ``missing`` = will be fetched,
+``downloading``/``partial`` with bytes, rate and ETA, ``refused`` with the rule an embedded URL
+breaks, ``unknown`` when no source knows it), where it comes from and the folder it goes into.
+
+``admit_prompt(ctx, body)`` runs on every ``POST /prompt`` before ComfyUI validates it: the
+workflow the frontend embeds (``extra_data.extra_pnginfo.workflow``) may carry model URLs; those
+that would be fetched are checked, and either all are accepted as sources or the prompt is
+refused with ComfyUI's error shape, naming each model and the rule, and nothing is fetched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import lookup
+from .fetch import PackFetch
+
+
+def _present(directory: str, name: str) -> bool:
+    return lookup.original_full_path(directory, name) is not None
+
+
+def embedded_workflow(body: Any) -> dict | None:
+    """The UI workflow a queued prompt carries, or None."""
+    extra = body.get("extra_data") if isinstance(body, dict) else None
+    info = extra.get("extra_pnginfo") if isinstance(extra, dict) else None
+    workflow = info.get("workflow") if isinstance(info, dict) else None
+    return workflow if isinstance(workflow, dict) else None
+
+
+def _target(ctx: PackFetch, directory: str) -> str | None:
+    from model_fetch.folders import search_dirs
+
+    try:
+        return str(ctx.store.write_root() / search_dirs(directory)[0])
+    except PermissionError:
+        return None
+
+
+def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
+    """One row per model file of ``workflow`` (UI format), as the editor's panel shows it."""
+    from model_fetch import embedded
+    from model_fetch.transports import redact
+
+    needs = embedded.workflow_needs(workflow)
+    accepted, refused = embedded.check_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
+    accepted_keys = {e.key for e in accepted}
+    refused_by_key = {(r.directory, r.name): r for r in refused}
+    known = ctx.known()
+    for entry in accepted:
+        if known.find(entry.name, entry.directory) is None:
+            known.add(entry)
+    sub = ctx.mf.Manifest()
+    for need in needs:
+        entry = known.find(need.name, need.directory)
+        if entry is not None and entry.sources:
+            sub.add(entry)
+    status = {(r["directory"], r["name"]): r for r in ctx._rows(sub)} if len(sub) else {}
+    rows = []
+    for need in needs:
+        key = (need.directory, need.name)
+        row = {"name": need.name, "directory": need.directory, "nodes": need.nodes, "target": _target(ctx, need.directory)}
+        path = lookup.original_full_path(need.directory, need.name)
+        if key in status:
+            s = status[key]
+            entry = known.find(need.name, need.directory)
+            row.update({k: s.get(k) for k in ("state", "size", "done", "total", "rate", "eta_s", "phase", "error")})
+            row["source"] = redact(entry.sources[-1])
+            row["origin"] = "workflow" if key in accepted_keys or entry.origin == "workflow" else "manifest"
+            if path is not None:
+                row["state"], row["path"] = "present", path
+        elif path is not None:
+            row.update(state="present", path=path)
+        elif key in refused_by_key:
+            row.update(state="refused", reason=refused_by_key[key].reason,
+                       source=redact(refused_by_key[key].url) if refused_by_key[key].url else None)
+        else:
+            row.update(state="unknown", reason=f"no source knows it: put the file into the '{need.directory}' folder, "
+                                               f"or add it to a manifest (MODEL_FETCH_MANIFEST)")
+        if row.get("state") == "unverified":
+            row["state"] = "present"
+        rows.append(row)
+    return rows
+
+
+def admit_prompt(ctx: PackFetch, body: Any) -> dict | None:
+    """None when the prompt may be queued (its embedded sources accepted); else ComfyUI's 400 error body."""
+    from model_fetch import embedded
+
+    needs = embedded.workflow_needs(embedded_workflow(body))
+    if not needs:
+        return None
+    accepted, refused = embedded.check_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
+    if not refused:
+        ctx.accept(accepted)
+        return None
+    prompt = body.get("prompt") if isinstance(body.get("prompt"), dict) else {}
+    node_errors: dict[str, dict] = {}
+    for r in refused:
+        for node in r.nodes or ("",):
+            if node not in prompt:
+                continue
+            node_errors.setdefault(node, {"errors": [], "dependent_outputs": [],
+                                          "class_type": prompt[node].get("class_type")})["errors"].append(
+                {"type": "model_fetch_refused", "message": "Model URL refused", "details": r.message(),
+                 "extra_info": {"model": r.name, "directory": r.directory}})
+    details = "; ".join(r.message() for r in refused)
+    return {"error": {"type": "model_fetch_refused", "message": f"Model download refused: {details}",
+                      "details": details, "extra_info": {"models": [r.name for r in refused]}},
+            "node_errors": node_errors}
