@@ -90,7 +90,7 @@ def editor(comfyui_dir, tiny_dir, tmp_path_factory):
         finally:
             comfy.process.stop()
             if os.environ.get("KEEP_COMFY_LOGS"):
-                shutil.copy(comfy.process.log_path, PROJECT_ROOT / "comfyui-editor.log")
+                shutil.copy(comfy.process.log_path, SHOTS / "comfyui-editor.log")
 
 
 def shot(page, name: str, locator=None) -> None:
