@@ -20,7 +20,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of 
 from .comfy_folders import ComfyFolders
 from .config import Settings
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
-                     OfflineError, SourceNotFound, UnknownModelError, WorkflowError)
+                     OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
 from .manifest import Manifest, ModelEntry, load_manifest
 from .progress import Progress
 from .store import Store
@@ -44,7 +44,7 @@ def __getattr__(name: str):
 __all__ = [
     "Settings", "ComfyFolders", "Manifest", "ModelEntry", "Store", "Plan", "PlanItem", "Progress", "FileStatus", "EnsureReport",
     "Fetched", "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths", "defaults", "load_manifest",
-    "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "NotEnoughSpace", "IntegrityError",
+    "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace", "IntegrityError",
     "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
 ]
 
@@ -65,7 +65,7 @@ def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manif
     from .planner import plan_workflow
 
     settings, manifest, store = defaults(settings, manifest, store)
-    return plan_workflow(workflow, manifest, store, comfy)
+    return plan_workflow(workflow, manifest, store, comfy, settings)
 
 
 def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = None, store: Store | None = None,

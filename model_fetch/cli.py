@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     if verb == "plan":
         from .planner import plan_workflow
 
-        p = plan_workflow(args.workflow, manifest, store, comfy)
+        p = plan_workflow(args.workflow, manifest, store, comfy, settings)
         lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url}")
                  + (f"  (ComfyUI: {i.path or 'listed'})" if i.outside_store else "") for i in p.items]
         _emit(args, {"workflow": str(args.workflow), "files": p.as_dict()}, "\n".join(lines))
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         from .progress_view import progress_renderer
         from .writeback import writeback_hook
 
-        entries = (plan_workflow(args.workflow, manifest, store, comfy).entries() if args.workflow
+        entries = (plan_workflow(args.workflow, manifest, store, comfy, settings).entries() if args.workflow
                    else _select(manifest, scope, args.names))
         hook = writeback_hook(settings)
         with progress_renderer() as on_progress:

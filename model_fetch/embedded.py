@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Settings
-from .manifest import Manifest, ModelEntry
+from .manifest import WORKFLOW_ORIGIN, Manifest, ModelEntry
 from .planner import Need, needs_of_ui
 from .urlguard import UrlRefused, check_embedded_url
 
@@ -57,5 +57,5 @@ def check_sources(needs: list[Need], manifest: Manifest, settings: Settings,
             refused.append(Refusal(need.name, need.directory, embedded.url, tuple(need.nodes), str(exc)))
             continue
         accepted.append(ModelEntry(name=embedded.name, directory=embedded.directory, url=embedded.url,
-                                   sha256=embedded.sha256, size=embedded.size, origin="workflow"))
+                                   sha256=embedded.sha256, size=embedded.size, origin=WORKFLOW_ORIGIN))
     return accepted, refused

@@ -47,6 +47,18 @@ class UnknownModelError(ModelFetchError):
         self.missing = missing
 
 
+class SourceRefused(ModelFetchError):
+    """A needed model's only source is a URL embedded in the workflow that breaks the URL rules."""
+
+    code = "source_refused"
+
+    def __init__(self, refused: list[tuple[str, str, str]]) -> None:
+        listed = "; ".join(f"'{name}' in '{folder}': {rule}" for name, folder, rule in refused)
+        super().__init__(f"not fetched from the workflow's own URLs: {listed} "
+                         "(put the model in a manifest, or see MODEL_FETCH_ALLOWED_HOSTS)")
+        self.refused = refused
+
+
 class NotEnoughSpace(ModelFetchError):
     """The target filesystem has too little free space for a download."""
 

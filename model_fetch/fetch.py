@@ -21,7 +21,7 @@ from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchErro
                      SourceNotFound)
 from .hashing import sha256_file
 from .lease import Lease
-from .manifest import ModelEntry
+from .manifest import WORKFLOW_ORIGIN, ModelEntry
 from .progress import Progress, Throttle
 from .sources import is_network, transport_for
 from .store import Store, journal_path, part_path
@@ -121,6 +121,21 @@ class Fetcher:
             sources.append(entry.url)
         return [s for s in sources if not (self.settings.offline and is_network(s))]
 
+    def _settings_for(self, entry: ModelEntry, url: str) -> Settings | None:
+        """Settings for one request; a URL a workflow supplied (untrusted) is checked, and so is every
+        redirect target (https, public addresses): None when ``url`` itself breaks those rules."""
+        if entry.origin != WORKFLOW_ORIGIN or url != entry.url or self.settings.url_guard is not None:
+            return self.settings
+        from .urlguard import UrlRefused, request_guard
+
+        guard = request_guard(self.settings.allow_private_urls)
+        try:
+            guard(url)
+        except UrlRefused as exc:
+            log.warning("%s: %s", entry.name, exc)
+            return None
+        return self.settings.with_(url_guard=guard)
+
     def _download(self, entry: ModelEntry, final: Path, lease: Lease) -> Fetched:
         sources = self.sources(entry)
         if not sources:
@@ -132,14 +147,18 @@ class Fetcher:
         failures: list[ModelFetchError] = []
         for i, url in enumerate(sources):
             is_origin = url == entry.url
-            transport = transport_for(url, self.settings)
+            settings = self._settings_for(entry, url)
+            if settings is None:
+                failures.append(SourceNotFound(f"{entry.describe()}: {url} is refused for a workflow source"))
+                continue
+            transport = transport_for(url, settings)
             attempts = 1 + (self.settings.integrity_retries if is_origin else 0)
             for attempt in range(attempts):
                 def on_bytes(_n: int, done: int, total: int | None, label=transport.label) -> None:
                     if throttle.ready():
                         self.emit(Progress(entry.name, entry.directory, "download", done, total, source=label))
 
-                dl = Download(transport, final, self.settings, expected_sha256=expected, expected_size=entry.size,
+                dl = Download(transport, final, settings, expected_sha256=expected, expected_size=entry.size,
                               on_bytes=on_bytes, should_stop=lambda: lease.lost,
                               probe_attempts=None if is_origin else 2)
                 try:

@@ -23,6 +23,10 @@ URL_SCHEMES = ("http://", "https://", "hf://", "file://", "s3://")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+#: ``ModelEntry.origin`` of a source a workflow carries itself: untrusted, checked by ``urlguard``.
+WORKFLOW_ORIGIN = "workflow"
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One model file: its name inside a ComfyUI folder and its sources (mirrors first, then ``url``)."""

@@ -10,14 +10,15 @@ metadata; a need with none of these is an ``UnknownModelError`` naming file and 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .comfy_folders import ComfyFolders
-from .errors import ManifestError, UnknownModelError, WorkflowError
+from .config import Settings
+from .errors import ManifestError, SourceRefused, UnknownModelError, WorkflowError
 from .folders import LOADER_INPUTS, NOT_FILES, canonical
-from .manifest import Manifest, ModelEntry, parse_entry
+from .manifest import WORKFLOW_ORIGIN, Manifest, ModelEntry, parse_entry
 from .store import Store
 
 SKIPPED_MODES = (2, 4)
@@ -98,7 +99,7 @@ def _add(needs: dict, name: Any, directory: str, node: str, embedded: ModelEntry
 
 def _embedded(raw: Any, where: str) -> ModelEntry | None:
     try:
-        return parse_entry(raw, where, 0)
+        return replace(parse_entry(raw, where, 0), origin=WORKFLOW_ORIGIN)
     except ManifestError:
         return None
 
@@ -166,10 +167,14 @@ def needs_of(workflow: dict | str | Path) -> list[Need]:
 
 
 def plan_workflow(workflow: dict | str | Path, manifest: Manifest, store: Store,
-                  comfy: ComfyFolders | None = None) -> Plan:
+                  comfy: ComfyFolders | None = None, settings: Settings | None = None) -> Plan:
     """Resolve every need against the store, then ComfyUI's own folders (``comfy``); raise
-    UnknownModelError for files no one has and no source knows."""
-    items, unknown = [], []
+    UnknownModelError for files no one has and no source knows, and SourceRefused for a missing file
+    whose only source is a workflow URL breaking ``urlguard``'s rules (before anything is fetched)."""
+    from .urlguard import UrlRefused, check_embedded_url
+
+    settings = settings or Settings.from_env()
+    items, unknown, refused = [], [], []
     for need in needs_of(workflow):
         entry = manifest.find(need.name, need.directory) or need.embedded
         probe = entry or ModelEntry(name=need.name, directory=need.directory)
@@ -179,7 +184,15 @@ def plan_workflow(workflow: dict | str | Path, manifest: Manifest, store: Store,
             outside = path is not None or comfy.lists(need.name, need.directory)
         if path is None and not outside and (entry is None or not entry.sources):
             unknown.append((need.name, need.directory))
+        elif path is None and not outside and entry.origin == WORKFLOW_ORIGIN:
+            try:
+                check_embedded_url(entry.url, need.name, need.directory, settings.allowed_hosts,
+                                   settings.allow_private_urls)
+            except UrlRefused as exc:
+                refused.append((need.name, need.directory, str(exc)))
         items.append(PlanItem(need.name, need.directory, entry, path, need.nodes, outside))
     if unknown:
         raise UnknownModelError(unknown)
+    if refused:
+        raise SourceRefused(refused)
     return Plan(items)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model_fetch import Store, UnknownModelError
+from model_fetch import Settings, SourceRefused, Store, UnknownModelError
 from model_fetch.errors import ManifestError, WorkflowError
 from model_fetch.manifest import load_manifest, read_manifest
 from model_fetch.planner import needs_of, plan_workflow
@@ -114,12 +114,26 @@ def test_plan_resolves_store_manifest_and_embedded(tmp_path):
     (models / "clip" / "t.safetensors").write_bytes(b"x")  # legacy folder still counts as text_encoders
     store = Store([models])
     manifest_file = write(tmp_path / "m.yaml", f"- {{name: u.gguf, directory: unet, url: 'https://mirror/u', hash: '{SHA}'}}\n")
-    p = plan_workflow(ui_graph(), load_manifest([manifest_file], include_default=False), store)
+    trusting_h = Settings.from_env(allowed_hosts=("h",), allow_private_urls=True)
+    p = plan_workflow(ui_graph(), load_manifest([manifest_file], include_default=False), store, settings=trusting_h)
     by = {i.name: i for i in p.items}
     assert by["t.safetensors"].present and by["t.safetensors"].path == models / "clip" / "t.safetensors"
     assert by["u.gguf"].entry.url == "https://mirror/u" and by["u.gguf"].entry.sha256 == SHA  # manifest beats workflow
     assert by["extra.safetensors"].entry.url == "https://h/e"
     assert {i.name for i in p.missing()} == {"u.gguf", "extra.safetensors"}
+
+
+@pytest.mark.parametrize("url, rule", [("https://h/e.safetensors", "MODEL_FETCH_ALLOWED_HOSTS"),
+                                       ("http://huggingface.co/e.safetensors", "https")])
+def test_plan_refuses_a_missing_model_whose_only_source_breaks_the_url_rules(tmp_path, url, rule):
+    """The CLI and the worker plan with the editor's rules: a workflow URL is untrusted input."""
+    graph = {"nodes": [{"id": 7, "type": "LoraLoaderModelOnly", "mode": 0, "widgets_values": ["e.safetensors", 1.0],
+                        "properties": {"models": [{"name": "e.safetensors", "url": url, "directory": "loras"}]}}],
+             "links": []}
+    with pytest.raises(SourceRefused) as err:
+        plan_workflow(graph, load_manifest(include_default=False), Store([tmp_path / "models"]))
+    assert err.value.code == "source_refused" and "'e.safetensors' in 'loras'" in str(err.value)
+    assert rule in str(err.value)
 
 
 def test_plan_unknown_model_names_file_and_folder(tmp_path):

@@ -192,14 +192,8 @@ class PackFetch:
         entry = job.entry
         log.info("model_fetch: fetching %s (%s, %s)", entry.describe(), human_bytes(entry.size), job.origin)
         try:
-            settings = self.settings
-            if entry.origin == "workflow":  # untrusted: re-check the URL and every redirect target
-                from model_fetch.urlguard import request_guard
-
-                guard = request_guard(settings.allow_private_urls)
-                guard(entry.url)
-                settings = settings.with_(url_guard=guard)
-            report = self.mf.ensure([entry], settings=settings, store=self.store, on_progress=job.update)
+            # a workflow's own URL is re-checked by model_fetch, with every redirect target
+            report = self.mf.ensure([entry], settings=self.settings, store=self.store, on_progress=job.update)
             fetched = report.files[0]
             job.path, job.action, job.fetched_bytes = fetched.path, fetched.action, fetched.fetched_bytes
             size = fetched.path.stat().st_size
