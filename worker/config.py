@@ -42,6 +42,9 @@ class WorkerSettings:
     default_workflow: str = "wan22_i2v_gguf"
     workflows_dir: Path = Path(__file__).resolve().parent.parent / "workflows"
     refresh_worker: bool = False  # ask RunPod to recycle the worker after each job
+    expect_gpu: bool = False  # jobs answer gpu_unavailable when CUDA is unusable (never with cpu)
+    serve_host: str = "127.0.0.1"  # --serve: where runpod's local API server listens
+    comfy_log_rate: float = 20.0  # ComfyUI output lines per second forwarded to stdout (0: file only)
 
     @classmethod
     def from_env(cls, **overrides) -> "WorkerSettings":
@@ -66,6 +69,9 @@ class WorkerSettings:
             output_url_expires=int(_env("WORKER_OUTPUT_URL_EXPIRES", "3600")),
             default_workflow=_env("WORKER_DEFAULT_WORKFLOW", "wan22_i2v_gguf"),
             refresh_worker=_truthy(_env("WORKER_REFRESH")),
+            expect_gpu=_truthy(_env("WORKER_EXPECT_GPU")),
+            serve_host=_env("WORKER_SERVE_HOST", "127.0.0.1"),
+            comfy_log_rate=float(_env("WORKER_COMFY_LOG_RATE", "20")),
         )
         return replace(s, **overrides) if overrides else s
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,7 @@ def _cleanup(ctx: JobContext, client: ComfyClient | None, prompt_id: str | None)
 def run_workflow(job: Job, ctx: JobContext) -> dict:
     rt = ctx.runtime
     t0 = time.monotonic()
+    rt.require_gpu()
     rt.start()  # boots in the background while inputs are checked and models fetched
     client: ComfyClient | None = None
     prompt_id = None
@@ -204,7 +205,10 @@ def run_action(job: Job, ctx: JobContext) -> dict:
     fs, store = rt.fetch_settings, rt.store()
     try:
         if job.action == "status":
-            return {"status": "success", "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
+            answer = {"status": "success", "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
+            if rt.gpu is not None and rt.gpu.info is not None:
+                answer["gpu"] = asdict(rt.gpu.info)
+            return answer
         if job.action == "verify":
             results = model_fetch.verify(settings=fs, store=store)
             return {"status": "success", "files": [r.as_dict() for r in results],
