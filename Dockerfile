@@ -34,15 +34,15 @@ RUN apt-get update \
 COPY --from=uv /uv /usr/local/bin/uv
 RUN uv venv --python 3.11 /opt/venv
 
-# ComfyUI at the pinned tag.
-ARG COMFYUI_VERSION=v0.8.0
-ARG COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI
-RUN git clone --depth 1 --branch "${COMFYUI_VERSION}" "${COMFYUI_REPO}" /comfyui
-
 # Dependencies: torch 2.9.1 + torchvision 0.24.1 + torchaudio 2.9.1 (pinned together), ComfyUI's requirements and
 # ours, from requirements/runtime.lock.txt (no test tools). Rebuilt only when the lock changes.
 COPY requirements/runtime.lock.txt /tmp/lock.txt
 RUN --mount=type=cache,target=/root/.cache/uv uv pip install --python /opt/venv/bin/python -r /tmp/lock.txt
+
+# ComfyUI at the pinned tag (17 MB: after the dependencies, so a tag change does not reinstall them).
+ARG COMFYUI_VERSION=v0.8.0
+ARG COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI
+RUN git clone --depth 1 --branch "${COMFYUI_VERSION}" "${COMFYUI_REPO}" /comfyui
 
 # Our code last: a code change rebuilds only the layers below (seconds).
 WORKDIR /app
@@ -60,7 +60,8 @@ ENV COMFYUI_DIR=/comfyui \
     MODEL_FETCH_LOCAL_DIR=/models \
     WORKER_COMFY_BASE_DIR=/comfyui \
     WORKER_COMFY_PORT=8188 \
-    WORKER_SERVE_HOST=0.0.0.0
+    WORKER_SERVE_HOST=0.0.0.0 \
+    WORKER_EXPECT_GPU=1
 
 # Optional: bake the model set into the image (/models), through the same fetcher.
 # BAKE_MODELS=1 pulls the built-in WAN 2.2 manifest; BAKE_MANIFEST=path adds a manifest from the context.

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast bench reliability clean
+.PHONY: setup demo test test-fast bench reliability image image-test image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,19 @@ bench: setup
 
 reliability: setup
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest -m slow tests/reliability
+
+# The worker image, built here without a Docker engine (buildah; docs/deploy.md, "Building here").
+IMAGE ?= localhost/wan-serverless:local
+image:
+	flock /tmp/heavy.lock env IMAGE=$(IMAGE) scripts/image.sh build
+
+# A job inside the built image over runpod's local API (tiny weights, CPU), then its size.
+image-test: setup
+	flock /tmp/heavy.lock env WAN_IMAGE=$(IMAGE) $(PY) -m pytest -m image -p no:cacheprovider -s tests/test_image.py
+	flock /tmp/heavy.lock env IMAGE=$(IMAGE) scripts/image.sh size
+
+image-clean:
+	scripts/image.sh clean
 
 clean:
 	rm -rf .demo .cache .pytest_cache

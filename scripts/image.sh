@@ -26,6 +26,7 @@ mkdir -p "$WORK"
 # with SSL_CERT_FILE/PIP_CERT, so downloads inside the build pass the TLS proxy. Never in the Dockerfile.
 base_image() {
   if bah inspect --type image "$BASE" >/dev/null 2>&1; then return; fi
+  # shellcheck disable=SC2016  # the hooks' "$1" (the new root) is expanded by mmdebstrap
   mmdebstrap --quiet --variant=minbase --include=ca-certificates,python3 \
     --customize-hook='cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" 2>/dev/null || true' \
     --customize-hook='chroot "$1" update-ca-certificates' \
@@ -66,11 +67,12 @@ comfyui_repo() {
     rm -rf "$repo" && mkdir -p "$repo"
     cp -a "$src/." "$repo/"
     git -C "$repo" init -q
-    git -C "$repo" add -A
+    find "$repo" -name __pycache__ -prune -exec rm -rf {} +
+    git -C "$repo" add --force -A  # also what ComfyUI's .gitignore hides but its repo tracks (custom_nodes/, models/)
     git -C "$repo" -c user.name=local -c user.email=local@localhost commit -q -m "ComfyUI $COMFYUI_VERSION (from $src)"
     git -C "$repo" tag "$COMFYUI_VERSION"
   fi
-  GIT_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  GIT_PORT=${IMAGE_GIT_PORT:-19418}  # fixed: the URL is a build arg, part of the layer cache key
   git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$GIT_PORT" --base-path="$WORK/git" "$WORK/git" &
   GIT_PID=$!
   trap 'kill "$GIT_PID" 2>/dev/null || true' EXIT
@@ -83,7 +85,7 @@ build() {
   comfyui_repo
   local start
   start=$(date +%s)
-  bah build --isolation chroot --network host --layers --format docker \
+  bah build --isolation chroot --network host --layers --force-rm \
     --build-arg BASE_IMAGE="$BASE" --build-arg UV_IMAGE="$UV_IMAGE" \
     --build-arg COMFYUI_REPO="git://127.0.0.1:$GIT_PORT/ComfyUI" \
     -t "$IMAGE" -f Dockerfile .
