@@ -2,7 +2,8 @@
 ``status`` job over ``/runsync``, the tiny WAN job over ``/run`` then ``/stream`` and ``/status``,
 and again over ``/runsync``. Shared by the runtime-only environment test and the image test.
 
-RunPod's local API simulates the hosted one: ``/run`` only stores the job, ``/status/<id>`` runs it,
+RunPod's local API simulates the hosted one (all routes POST here; the hosted ``/status`` and ``/stream``
+are GET): ``/run`` only stores the job, ``/status/<id>`` runs it,
 and ``/stream/<id>`` answers FAILED "handler must be a generator" for a handler that returns its
 result (ours, like worker-comfyui's), leaving the job in place.
 """
@@ -65,9 +66,9 @@ def exercise(url: str, timeout: float = 900) -> Session:
     s.seconds["status"] = time.monotonic() - t0
     job = {"input": {"workflow": "wan22_i2v_gguf", "params": TINY}}
     s.run = post("/run", job)
-    s.stream = requests.get(f"{url}/stream/{s.run['id']}", timeout=timeout).json()
+    s.stream = post(f"/stream/{s.run['id']}", None)
     t0 = time.monotonic()
-    s.polled = requests.get(f"{url}/status/{s.run['id']}", timeout=timeout).json()
+    s.polled = post(f"/status/{s.run['id']}", None)
     s.seconds["first_job"] = time.monotonic() - t0
     t0 = time.monotonic()
     s.runsync = post("/runsync", {"input": {"workflow": "wan22_i2v_gguf", "params": {**TINY, "seed": 8}}})
