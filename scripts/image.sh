@@ -110,7 +110,7 @@ size() {
 clean() {
   bah rm --all >/dev/null 2>&1 || true
   bah rmi --all --force >/dev/null 2>&1 || true
-  rm -rf "$STORAGE" "$WORK" /var/tmp/buildah-cache-* 2>/dev/null || true
+  rm -rf "$STORAGE" "$WORK" /var/tmp/buildah-cache /var/tmp/buildah-cache-* 2>/dev/null || true
 }
 
 case "${1:-build}" in

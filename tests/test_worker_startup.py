@@ -84,3 +84,13 @@ def test_expected_gpu_without_cuda_answers_gpu_unavailable(comfyui_dir, tmp_path
     assert "GPU stack: torch 2.9.1" in res.stderr and "every job answers gpu_unavailable" in res.stderr
     fetched = [f for f in (tmp_path / "models").rglob("*") if f.suffix in (".gguf", ".safetensors", ".part")]
     assert fetched == []  # nothing fetched for a job that cannot run
+
+
+def test_a_closed_stdout_stops_forwarding_but_not_the_file(tmp_path):
+    """ComfyUI must never block on a full pipe: when stdout goes away the pump keeps draining to the file."""
+    child = subprocess.Popen([sys.executable, "-c", "for i in range(20000): print('x' * 100)"], stdout=subprocess.PIPE)
+    out = io.StringIO()
+    out.close()
+    LogPump(child.stdout, open(tmp_path / "c.log", "ab"), rate=1000, out=out).start().join(60)
+    assert child.wait(30) == 0
+    assert (tmp_path / "c.log").read_bytes().count(b"\n") == 20000

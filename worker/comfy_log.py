@@ -58,16 +58,23 @@ class LogPump:
 
     def _emit(self, line: bytes) -> None:
         text = line.decode(errors="replace").rstrip()
-        if not text:
+        if not text or self.budget.rate <= 0:
             return
         if not self.budget.take():
             self.suppressed += 1
             return
         if self.suppressed:
-            self.out.write(f"{PREFIX}... {self.suppressed} line(s) not shown (rate limit); all are in the log file\n")
+            self._write(f"{PREFIX}... {self.suppressed} line(s) not shown (rate limit); all are in the log file\n")
             self.suppressed = 0
-        self.out.write(PREFIX + text + "\n")
-        self.out.flush()
+        self._write(PREFIX + text + "\n")
+
+    def _write(self, text: str) -> None:
+        """Forward to stdout; if stdout is gone, stop forwarding but keep draining the pipe to the file."""
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError):
+            self.budget.rate = 0
 
     def _run(self) -> None:
         pending = b""
@@ -81,10 +88,9 @@ class LogPump:
             if pending:
                 self._emit(pending)
             if self.suppressed:
-                self.out.write(f"{PREFIX}... {self.suppressed} line(s) not shown (rate limit); all are in the log file\n")
-                self.out.flush()
+                self._write(f"{PREFIX}... {self.suppressed} line(s) not shown (rate limit); all are in the log file\n")
         except (OSError, ValueError):
-            pass  # the pipe or stdout went away with the process
+            pass  # the pipe or the log file went away with the process
         finally:
             self.logfile.close()
             self.pipe.close()
