@@ -94,3 +94,18 @@ def test_a_closed_stdout_stops_forwarding_but_not_the_file(tmp_path):
     LogPump(child.stdout, open(tmp_path / "c.log", "ab"), rate=1000, out=out).start().join(60)
     assert child.wait(30) == 0
     assert (tmp_path / "c.log").read_bytes().count(b"\n") == 20000
+
+
+def test_status_job_reports_the_gpu_stack(tmp_path):
+    import model_fetch
+    from worker import jobs
+    from worker.runtime import Runtime
+
+    check = GpuCheck(expect_gpu=False)
+    check.info = GpuInfo(torch="2.9.1+cu128", cuda_build="12.8", cuda_available=True, driver="570.86",
+                         gpu="NVIDIA H100", vram_gb=79.1, gpus=1)
+    rt = Runtime(WorkerSettings(base_dir=tmp_path / "comfy"),
+                 model_fetch.Settings(models_dirs=[tmp_path / "models"], include_default_manifest=False), gpu=check)
+    answer = jobs.handle({"action": "status"}, rt)
+    assert answer["status"] == "success" and answer["gpu"]["driver"] == "570.86" and answer["gpu"]["vram_gb"] == 79.1
+    assert "1 × NVIDIA H100 (79.1 GiB VRAM)" in check.info.summary()
