@@ -4,9 +4,15 @@
 #   docker build -t wan-serverless .
 #   docker build --build-arg BAKE_MODELS=1 --secret id=hf_token,env=HF_TOKEN -t wan-serverless:baked .
 
-# torch's CUDA wheels bring their own CUDA runtime libraries (nvidia-* packages), so the CUDA
-# "base" flavour is enough; the "runtime" flavour would add ~2.5 GB of duplicate libraries.
-ARG BASE_IMAGE=nvidia/cuda:13.0.1-base-ubuntu24.04
+# torch 2.9.1's PyPI wheels are built for CUDA 12.8 (NVIDIA driver >= 570) and bring their own CUDA
+# runtime libraries (nvidia-* packages), so the CUDA 12.8 "base" flavour is enough; the "runtime"
+# flavour would add ~2.5 GB of duplicate libraries.
+# Every network source is a build arg, so a machine without registry access can pass local ones
+# (`make image`, docs/deploy.md): BASE_IMAGE, UV_IMAGE, COMFYUI_REPO.
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+FROM ${UV_IMAGE} AS uv
+
 FROM ${BASE_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -25,17 +31,18 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # uv (pinned) installs Python 3.11 and the locked dependencies in parallel.
-COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
+COPY --from=uv /uv /usr/local/bin/uv
 RUN uv venv --python 3.11 /opt/venv
 
-# ComfyUI at the pinned tag.
-ARG COMFYUI_VERSION=v0.8.0
-RUN git clone --depth 1 --branch "${COMFYUI_VERSION}" https://github.com/comfyanonymous/ComfyUI /comfyui
-
-# Dependencies: torch 2.13.0 + torchvision 0.28.0 (pinned together), ComfyUI's requirements and
+# Dependencies: torch 2.9.1 + torchvision 0.24.1 + torchaudio 2.9.1 (pinned together), ComfyUI's requirements and
 # ours, from requirements/runtime.lock.txt (no test tools). Rebuilt only when the lock changes.
 COPY requirements/runtime.lock.txt /tmp/lock.txt
 RUN --mount=type=cache,target=/root/.cache/uv uv pip install --python /opt/venv/bin/python -r /tmp/lock.txt
+
+# ComfyUI at the pinned tag (17 MB: after the dependencies, so a tag change does not reinstall them).
+ARG COMFYUI_VERSION=v0.8.0
+ARG COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI
+RUN git clone --depth 1 --branch "${COMFYUI_VERSION}" "${COMFYUI_REPO}" /comfyui
 
 # Our code last: a code change rebuilds only the layers below (seconds).
 WORKDIR /app
@@ -52,7 +59,9 @@ ENV COMFYUI_DIR=/comfyui \
     MODEL_FETCH_VOLUME_DIR=/runpod-volume/models \
     MODEL_FETCH_LOCAL_DIR=/models \
     WORKER_COMFY_BASE_DIR=/comfyui \
-    WORKER_COMFY_PORT=8188
+    WORKER_COMFY_PORT=8188 \
+    WORKER_SERVE_HOST=0.0.0.0 \
+    WORKER_EXPECT_GPU=1
 
 # Optional: bake the model set into the image (/models), through the same fetcher.
 # BAKE_MODELS=1 pulls the built-in WAN 2.2 manifest; BAKE_MANIFEST=path also pulls a manifest from the context
@@ -66,5 +75,5 @@ RUN --mount=type=secret,id=hf_token,required=false \
       model-fetch pull --manifest "/app/${BAKE_MANIFEST}" && model-fetch verify --manifest "/app/${BAKE_MANIFEST}"; \
     fi
 
-EXPOSE 8188
+EXPOSE 8000
 CMD ["/app/scripts/start.sh"]

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast bench reliability clean
+.PHONY: setup demo test test-fast bench reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,22 @@ bench: setup
 
 reliability: setup
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest -m slow tests/reliability
+
+# The worker image, built here without a Docker engine (buildah; docs/deploy.md, "Building here").
+IMAGE ?= localhost/wan-serverless:local
+image:
+	flock /tmp/heavy.lock env IMAGE=$(IMAGE) scripts/image.sh build
+
+# A job inside the built image over runpod's local API (tiny weights, CPU).
+image-test: setup
+	flock /tmp/heavy.lock env WAN_IMAGE=$(IMAGE) $(PY) -m pytest -m image -p no:cacheprovider -s tests/test_image.py
+
+# Its size, unpacked and compressed as a registry stores it (minutes: gzip of 9 GB).
+image-size:
+	flock /tmp/heavy.lock env IMAGE=$(IMAGE) scripts/image.sh size
+
+image-clean:
+	scripts/image.sh clean
 
 clean:
 	rm -rf .demo .cache .pytest_cache

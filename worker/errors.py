@@ -94,3 +94,9 @@ class OutputUploadFailed(WorkerError):
     """Uploading outputs to the bucket failed."""
 
     code = "output_upload_failed"
+
+
+class GpuUnavailable(WorkerError):
+    """A GPU was expected (``WORKER_EXPECT_GPU``) but CUDA is unusable: driver, build or device."""
+
+    code = "gpu_unavailable"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
     every check that needs no download has passed."""
     rt = ctx.runtime
     t0 = time.monotonic()
+    rt.require_gpu()
     try:
         rt.start()  # boots in the background while inputs are checked and models fetched
     except ComfyNotFound:
@@ -261,7 +262,10 @@ def run_action(job: Job, ctx: JobContext) -> dict:
     fs, store = rt.fetch_settings, rt.store()
     try:
         if job.action == "status":
-            return {"status": "success", "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
+            answer = {"status": "success", "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
+            if rt.gpu is not None and rt.gpu.info is not None:
+                answer["gpu"] = asdict(rt.gpu.info)
+            return answer
         if job.action == "verify":
             results = model_fetch.verify(settings=fs, store=store)
             return {"status": "success", "files": [r.as_dict() for r in results],

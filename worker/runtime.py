@@ -18,6 +18,7 @@ from . import comfyui_home
 from .comfy_client import ComfyClient
 from .config import WorkerSettings
 from .errors import ComfyNotFound
+from .gpu import GpuCheck
 from .supervisor import ComfyProcess, ComfySettings
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Runtime:
     fetch_settings: model_fetch.Settings = field(default_factory=model_fetch.Settings.from_env)
     process: ComfyProcess | None = None
     _object_info: dict | None = None
+    gpu: GpuCheck | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -81,7 +83,19 @@ class Runtime:
                                           extra_model_paths=[self.model_paths_file(), *self.install_models_file(comfyui)],
                                           host=self.settings.host,
                                           port=self.settings.port, cpu=self.settings.cpu,
-                                          extra_args=list(self.settings.comfy_args)))
+                                          extra_args=list(self.settings.comfy_args),
+                                          log_rate=self.settings.comfy_log_rate))
+
+    def check_gpu(self) -> GpuCheck:
+        """Start the GPU stack probe once (at worker start; it logs torch's build, driver, GPU, VRAM)."""
+        if self.gpu is None:
+            self.gpu = GpuCheck(self.settings.expect_gpu and not self.settings.cpu).start()
+        return self.gpu
+
+    def require_gpu(self) -> None:
+        """Raise GpuUnavailable when a GPU is expected and CUDA is unusable (a no-op otherwise)."""
+        if self.settings.expect_gpu and not self.settings.cpu:
+            self.check_gpu().require()
 
     def start(self) -> None:
         """Launch ComfyUI without waiting for it."""

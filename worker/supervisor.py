@@ -15,6 +15,7 @@ from pathlib import Path
 
 import requests
 
+from .comfy_log import LogPump
 from .errors import ComfyUnavailable
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class ComfySettings:
     python: str = sys.executable
     link_pack: bool = True
     env: dict[str, str] = field(default_factory=dict)
+    log_rate: float = 20.0  # output lines per second forwarded to stdout; all go to the log file
 
 
 def prepare_base_dir(settings: ComfySettings) -> None:
@@ -71,6 +73,7 @@ class ComfyProcess:
         self.settings = settings
         self.port = settings.port or free_port(settings.host)
         self.proc: subprocess.Popen | None = None
+        self.pump: LogPump | None = None
         self.log_path = settings.base_dir / "comfyui.log"
         self.starts = 0
 
@@ -97,11 +100,10 @@ class ComfyProcess:
         prepare_base_dir(self.settings)
         log.info("starting ComfyUI on %s", self.url)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.settings.env}
-        logfile = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), cwd=self.settings.comfyui_dir, stdout=logfile,
+        self.proc = subprocess.Popen(self.command(), cwd=self.settings.comfyui_dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        logfile.close()
+        self.pump = LogPump(self.proc.stdout, open(self.log_path, "ab"), self.settings.log_rate).start()
         self.starts += 1
 
     def alive(self) -> bool:
@@ -133,18 +135,19 @@ class ComfyProcess:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, SIGKILL after ``timeout``."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        if proc is not None and proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if self.pump is not None:
+            self.pump.join(5)  # the last lines reach the file and stdout
 
     def kill(self) -> None:
         """SIGKILL now (tests use this to simulate a crash)."""
