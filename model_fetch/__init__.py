@@ -17,21 +17,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 
-from .comfy_folders import ComfyFolders
+from ._comfy_folders import ComfyFolders
 from .config import Settings
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
                      OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
-from .manifest import Manifest, ModelEntry, load_manifest
-from .progress import Progress
-from .store import Store
+from ._manifest import Manifest, ModelEntry, load_manifest
+from ._progress import Progress
+from ._store import Store
 
 if TYPE_CHECKING:
-    from .fetch import EnsureReport, Fetched
-    from .inventory import FileStatus
-    from .planner import Plan, PlanItem
+    from ._fetch import EnsureReport, Fetched
+    from ._inventory import FileStatus
+    from ._planner import Plan, PlanItem
 
 # Heavier modules (the engine imports requests) load on first use, so `model-fetch status` starts fast.
-_LAZY = {"EnsureReport": "fetch", "Fetched": "fetch", "FileStatus": "inventory", "Plan": "planner", "PlanItem": "planner"}
+_LAZY = {"EnsureReport": "_fetch", "Fetched": "_fetch", "FileStatus": "_inventory", "Plan": "_planner", "PlanItem": "_planner"}
 
 
 def __getattr__(name: str):
@@ -62,7 +62,7 @@ def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manif
          store: Store | None = None, comfy: ComfyFolders | None = None) -> "Plan":
     """The model files ``workflow`` needs (UI or API format), resolved against store, ComfyUI's own
     folders (``comfy``) and manifest."""
-    from .planner import plan_workflow
+    from ._planner import plan_workflow
 
     settings, manifest, store = defaults(settings, manifest, store)
     return plan_workflow(workflow, manifest, store, comfy, settings)
@@ -72,9 +72,9 @@ def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = 
            on_progress: Callable[[Progress], None] | None = None,
            after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None) -> "EnsureReport":
     """Make every entry present (downloading, or waiting on another process that is)."""
-    from .fetch import ensure_entries
-    from .planner import Plan
-    from .writeback import writeback_hook
+    from ._fetch import ensure_entries
+    from ._planner import Plan
+    from ._writeback import writeback_hook
 
     settings, _, store = defaults(settings, Manifest(), store)
     entries = items.entries() if isinstance(items, Plan) else list(items)
@@ -84,7 +84,7 @@ def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = 
 def status(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None,
            remote: bool = False) -> "list[FileStatus]":
     """Each manifest entry's state on disk (no network, no hashing); ``remote`` adds the S3 mirror tier."""
-    from .inventory import status as _status
+    from ._inventory import status as _status
 
     settings, manifest, store = defaults(settings, manifest, store)
     return _status(manifest, store, settings, remote)
@@ -93,7 +93,7 @@ def status(*, settings: Settings | None = None, manifest: Manifest | None = None
 def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manifest: Manifest | None = None,
            store: Store | None = None):
     """Rehash present files (all manifest entries, or those named)."""
-    from .verifier import verify as _verify
+    from ._verifier import verify as _verify
 
     settings, manifest, store = defaults(settings, manifest, store)
     wanted = set(names)
@@ -101,14 +101,14 @@ def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manif
 
 
 def gc(*, settings: Settings | None = None, store: Store | None = None):
-    from .cleanup import gc as _gc
+    from ._cleanup import gc as _gc
 
     settings, _, store = defaults(settings, Manifest(), store)
     return _gc(store, settings.lease_ttl)
 
 
 def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict:
-    from .diagnostics import doctor as _doctor
+    from ._diagnostics import doctor as _doctor
 
     settings, manifest, store = defaults(settings, manifest, store)
     return _doctor(settings, manifest, store)
@@ -116,7 +116,7 @@ def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None
 
 def write_paths(path: str | Path, *, settings: Settings | None = None, store: Store | None = None) -> Path:
     """Write ComfyUI's ``extra_model_paths.yaml`` for the store's roots."""
-    from .comfy_paths import write_extra_model_paths
+    from ._comfy_paths import write_extra_model_paths
 
     settings, _, store = defaults(settings, Manifest(), store)
     return write_extra_model_paths(store, Path(path))

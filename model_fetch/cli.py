@@ -17,7 +17,7 @@ from pathlib import Path
 from . import defaults
 from .config import Settings
 from .errors import ModelFetchError, human_bytes
-from .manifest import Manifest, ModelEntry, load_manifest
+from ._manifest import Manifest, ModelEntry, load_manifest
 
 
 SCOPE_RULE = """Options go before or after VERB, in any order.
@@ -132,7 +132,7 @@ def _select(manifest: Manifest, scope: Manifest, names: list[str]) -> list[Model
 
 def _comfy_folders(args: argparse.Namespace, settings: Settings):
     """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
-    from .comfy_folders import ComfyFolders
+    from ._comfy_folders import ComfyFolders
 
     directory = args.comfyui_dir or settings.comfyui_dir
     if directory is None:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     verb = args.verb
     comfy = _comfy_folders(args, settings) if verb in ("plan", "pull") else None
     if verb == "status":
-        from .inventory import status
+        from ._inventory import status
 
         files = status(scope, store, settings, remote=args.remote)
         lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}" + (f"  [{', '.join(f.tiers)}]" if f.tiers else "")
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         _emit(args, {"files": [f.as_dict() for f in files]}, "\n".join(lines) or "manifest is empty")
         return 0
     if verb == "plan":
-        from .planner import plan_workflow
+        from ._planner import plan_workflow
 
         p = plan_workflow(args.workflow, manifest, store, comfy, settings)
         lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url}")
@@ -170,10 +170,10 @@ def run(args: argparse.Namespace) -> int:
         _emit(args, {"workflow": str(args.workflow), "files": p.as_dict()}, "\n".join(lines))
         return 0
     if verb == "pull":
-        from .fetch import ensure_entries
-        from .planner import plan_workflow
-        from .progress_view import progress_renderer
-        from .writeback import writeback_hook
+        from ._fetch import ensure_entries
+        from ._planner import plan_workflow
+        from ._progress_view import progress_renderer
+        from ._writeback import writeback_hook
 
         entries = (plan_workflow(args.workflow, manifest, store, comfy, settings).entries() if args.workflow
                    else _select(manifest, scope, args.names))
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
               "\n".join(f"{f['action']:<10} {f['path']}" for f in files))
         return 0
     if verb == "verify":
-        from .verifier import verify
+        from ._verifier import verify
 
         results = verify(_select(manifest, scope, args.names), store)
         _emit(args, {"files": [r.as_dict() for r in results]},
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
             raise ModelFetchError(f"sha256 mismatch: {', '.join(r.entry.name for r in bad)} (run `model-fetch pull` to replace)")
         return 0
     if verb == "doctor":
-        from .diagnostics import doctor
+        from ._diagnostics import doctor
 
         report = doctor(settings, scope, store)
         human = [f"write root: {report['write_root']}", f"network volume: {report['network_volume']}",
@@ -212,19 +212,19 @@ def run(args: argparse.Namespace) -> int:
         _emit(args, report, "\n".join(human))
         return 0 if report["ok"] else 1
     if verb == "paths":
-        from .comfy_paths import write_extra_model_paths
+        from ._comfy_paths import write_extra_model_paths
 
         path = write_extra_model_paths(store, args.output)
         _emit(args, {"path": str(path), "roots": [str(r) for r in store.roots]}, str(path))
         return 0
     if verb == "gc":
-        from .cleanup import gc
+        from ._cleanup import gc
 
         report = gc(store, settings.lease_ttl)
         _emit(args, report.as_dict(), f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}")
         return 0
     if verb == "push":
-        from .s3 import push
+        from ._s3 import push
 
         target = args.to or settings.mirror_writeback
         if not target:

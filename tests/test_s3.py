@@ -11,7 +11,7 @@ import requests
 
 import model_fetch
 from model_fetch import DownloadError, IntegrityError, ModelEntry, Settings, Store
-from model_fetch.s3 import make_client, writeback_uploader
+from model_fetch._s3 import make_client, writeback_uploader
 from tests.s3server import start_s3_server
 from worker.outputs import OutputFile, to_s3
 
@@ -123,7 +123,7 @@ def test_wrong_hash_object_on_mirror_is_never_placed(s3, tmp_path):
 
 
 def test_push_seeds_the_mirror_once(s3, tmp_path):
-    from model_fetch.s3 import push
+    from model_fetch._s3 import push
 
     data = data_of(300 * KiB, 6)
     settings = settings_for(s3, tmp_path)

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from model_fetch.urlguard import UrlRefused, check_public_host
+from model_fetch._urlguard import UrlRefused, check_public_host
 
 from .config import WorkerSettings
 from .errors import InvalidInput

@@ -175,7 +175,7 @@ def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFil
     s, spec = ctx.runtime.settings, job.output
     mode, bucket = target
     if mode == "s3" and bucket:
-        from model_fetch.s3 import make_client
+        from model_fetch._s3 import make_client
 
         prefix = f"{spec.prefix or s.output_prefix}/{ctx.job_id}"
         expires = int(spec.expires_in or s.output_url_expires)

@@ -61,7 +61,7 @@ def as_base64(files: list[OutputFile], limit: int) -> list[dict]:
 
 def to_s3(files: list[OutputFile], client, bucket: str, prefix: str, expires_in: int) -> list[dict]:
     """Multipart upload (content type set) and a presigned GET URL per file."""
-    from model_fetch.s3 import upload
+    from model_fetch._s3 import upload
 
     out = []
     for f in files:

@@ -117,7 +117,7 @@ class PackFetch:
 
     # -- manifest -----------------------------------------------------------------------------
     def manifest_paths(self) -> list[Path]:
-        from model_fetch.manifest import DEFAULT_MANIFEST
+        from model_fetch._manifest import DEFAULT_MANIFEST
 
         return ([DEFAULT_MANIFEST] if self.settings.include_default_manifest else []) + list(self.settings.manifests)
 
@@ -145,7 +145,7 @@ class PackFetch:
 
     def entry(self, folder: str, name: str) -> Any:
         """The manifest (or accepted workflow) entry for ``name`` in ComfyUI folder ``folder``, or None."""
-        from model_fetch.folders import canonical
+        from model_fetch._folders import canonical
 
         entry = self.manifest().find(name, folder) or self._embedded.get((canonical(folder), name))
         return entry if entry is not None and entry.sources else None
@@ -159,7 +159,7 @@ class PackFetch:
 
         ``{name: {"size", "state", "done", "label"}}``; ``state`` as in ``status()``.
         """
-        from model_fetch.folders import canonical
+        from model_fetch._folders import canonical
 
         wanted = {e.lower() for e in extensions}
         manifest = self.known()

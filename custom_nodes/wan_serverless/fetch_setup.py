@@ -90,7 +90,7 @@ def make_store(mf: ModuleType) -> tuple[Any, Any]:
     """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI."""
     import folder_paths
 
-    from model_fetch.folders import FOLDERS
+    from model_fetch._folders import FOLDERS
 
     settings = mf.Settings.from_env()
     store = mf.Store(store_roots(settings, Path(folder_paths.models_dir)))

@@ -46,7 +46,7 @@ def directory_of(folder: str) -> str:
     """The manifest folder (``directory``) behind a ComfyUI folder name."""
     import folder_paths
 
-    from model_fetch.folders import canonical
+    from model_fetch._folders import canonical
 
     return canonical(FOLDER_ALIASES.get(folder, folder_paths.map_legacy(folder)))
 

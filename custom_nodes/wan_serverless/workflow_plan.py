@@ -32,7 +32,7 @@ def embedded_workflow(body: Any) -> dict | None:
 
 
 def _target(ctx: PackFetch, directory: str) -> str | None:
-    from model_fetch.folders import search_dirs
+    from model_fetch._folders import search_dirs
 
     try:
         return str(ctx.store.write_root() / search_dirs(directory)[0])
@@ -42,8 +42,8 @@ def _target(ctx: PackFetch, directory: str) -> str | None:
 
 def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
     """One row per model file of ``workflow`` (UI format), as the editor's panel shows it."""
-    from model_fetch import embedded
-    from model_fetch.transports import redact
+    from model_fetch import _embedded as embedded
+    from model_fetch._transports import redact
 
     needs = embedded.workflow_needs(workflow)
     accepted, refused = embedded.check_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
@@ -88,7 +88,7 @@ def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
 
 def admit_prompt(ctx: PackFetch, body: Any) -> dict | None:
     """None when the prompt may be queued (its embedded sources accepted); else ComfyUI's 400 error body."""
-    from model_fetch import embedded
+    from model_fetch import _embedded as embedded
 
     needs = embedded.workflow_needs(embedded_workflow(body))
     if not needs:

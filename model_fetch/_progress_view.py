@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from .errors import human_bytes
-from .progress import Progress
+from ._progress import Progress
 
 
 class PlainLines:

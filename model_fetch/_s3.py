@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 from .config import Settings
 from .errors import ModelFetchError, SourceNotFound
-from .manifest import ModelEntry
-from .store import Store
-from .transports import Probe, Transient
+from ._manifest import ModelEntry
+from ._store import Store
+from ._transports import Probe, Transient
 
 log = logging.getLogger(__name__)
 BLOCK = 1024 * 1024

@@ -14,17 +14,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import journal
+from . import _journal as journal
 from .config import Settings
-from .engine import Download, preflight
+from ._engine import Download, preflight
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace, OfflineError,
                      SourceNotFound)
-from .hashing import sha256_file
-from .lease import Lease
-from .manifest import WORKFLOW_ORIGIN, ModelEntry
-from .progress import Progress, Throttle
-from .sources import is_network, transport_for
-from .store import Store, journal_path, part_path
+from ._hashing import sha256_file
+from ._lease import Lease
+from ._manifest import WORKFLOW_ORIGIN, ModelEntry
+from ._progress import Progress, Throttle
+from ._sources import is_network, transport_for
+from ._store import Store, journal_path, part_path
 
 log = logging.getLogger(__name__)
 OnProgress = Callable[[Progress], None]
@@ -112,7 +112,7 @@ class Fetcher:
         """Tier order: the entry's mirrors, the configured S3 mirror, then the origin."""
         sources = list(entry.mirrors)
         if self.settings.mirror_writeback:
-            from .s3 import mirror_url
+            from ._s3 import mirror_url
 
             auto = mirror_url(self.settings.mirror_writeback, entry)
             if auto not in sources:
@@ -126,7 +126,7 @@ class Fetcher:
         redirect target (https, public addresses): None when ``url`` itself breaks those rules."""
         if entry.origin != WORKFLOW_ORIGIN or url != entry.url or self.settings.url_guard is not None:
             return self.settings
-        from .urlguard import UrlRefused, request_guard
+        from ._urlguard import UrlRefused, request_guard
 
         guard = request_guard(self.settings.allow_private_urls)
         try:

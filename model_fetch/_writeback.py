@@ -6,13 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Settings
-from .manifest import ModelEntry
+from ._manifest import ModelEntry
 
 
 def writeback_hook(settings: Settings) -> Callable[[ModelEntry, Path, str, str], None] | None:
     """A hook for ``ensure`` that uploads origin downloads to ``MODEL_FETCH_MIRROR_WRITEBACK``; None when unset."""
     if not settings.mirror_writeback:
         return None
-    from .s3 import writeback_uploader
+    from ._s3 import writeback_uploader
 
     return writeback_uploader(settings)

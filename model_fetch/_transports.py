@@ -122,7 +122,7 @@ class HttpTransport:
     def _check_redirect(self, resp: requests.Response, *args, **kwargs) -> None:
         """Apply ``settings.url_guard`` to a redirect target before it is followed (untrusted sources)."""
         if resp.is_redirect:
-            from .urlguard import UrlRefused
+            from ._urlguard import UrlRefused
 
             target = urljoin(resp.url, resp.headers.get("Location", ""))
             try:

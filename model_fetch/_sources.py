@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .config import Settings
 from .errors import ManifestError
-from .hf import HfTransport, parse_hf_url
-from .transports import FileTransport, HttpTransport, Transport
+from ._hf import HfTransport, parse_hf_url
+from ._transports import FileTransport, HttpTransport, Transport
 
 
 def is_network(url: str) -> bool:
@@ -15,7 +15,7 @@ def is_network(url: str) -> bool:
 
 def transport_for(url: str, settings: Settings) -> Transport:
     if url.startswith("s3://"):
-        from .s3 import S3Transport
+        from ._s3 import S3Transport
 
         return S3Transport(url, settings)
     if url.startswith("file://"):
