@@ -9,6 +9,11 @@ The public API (the worker, the node pack and the CLI all call these)::
 
 Every function takes optional ``settings`` (default ``Settings.from_env()``), ``manifest`` and ``store``.
 Neither ComfyUI nor torch is imported here.
+
+The public API is ``__all__`` plus three public modules: ``model_fetch.config`` (``Settings``, the
+environment), ``model_fetch.errors`` (the errors, with their codes) and ``model_fetch.cli`` (the
+``model-fetch`` command). Modules named ``_*.py`` are internal: tests may import them, the worker and
+the node pack may not (tests/test_public_api.py walks their imports).
 """
 
 from __future__ import annotations
@@ -18,34 +23,56 @@ from pathlib import Path
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 
 from ._comfy_folders import ComfyFolders
+from ._folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
+from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
+from ._progress import FileProgress
+from ._store import Store
 from .config import Settings
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
                      OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
-from ._manifest import Manifest, ModelEntry, load_manifest
-from ._progress import Progress
-from ._store import Store
 
 if TYPE_CHECKING:
+    from ._embedded import Refusal, check_embedded_sources, workflow_needs
     from ._fetch import EnsureReport, Fetched
     from ._inventory import FileStatus
-    from ._planner import Plan, PlanItem
+    from ._planner import Need, Plan, PlanItem
+    from ._transports import redact as redact_url
+    from ._urlguard import UrlRefused, check_public_host
 
 # Heavier modules (the engine imports requests) load on first use, so `model-fetch status` starts fast.
-_LAZY = {"EnsureReport": "_fetch", "Fetched": "_fetch", "FileStatus": "_inventory", "Plan": "_planner", "PlanItem": "_planner"}
+# public name -> (internal module, its name there)
+_LAZY = {"EnsureReport": ("_fetch", "EnsureReport"), "Fetched": ("_fetch", "Fetched"),
+         "FileStatus": ("_inventory", "FileStatus"), "Plan": ("_planner", "Plan"), "PlanItem": ("_planner", "PlanItem"),
+         "Need": ("_planner", "Need"), "Refusal": ("_embedded", "Refusal"), "workflow_needs": ("_embedded", "workflow_needs"),
+         "check_embedded_sources": ("_embedded", "check_embedded_sources"), "redact_url": ("_transports", "redact"),
+         "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host")}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'model_fetch' has no attribute {name!r}")
 
+
 __all__ = [
-    "Settings", "ComfyFolders", "Manifest", "ModelEntry", "Store", "Plan", "PlanItem", "Progress", "FileStatus", "EnsureReport",
-    "Fetched", "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths", "defaults", "load_manifest",
-    "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace", "IntegrityError",
-    "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
+    # configuration, manifests, the store
+    "Settings", "ComfyFolders", "Manifest", "ModelEntry", "Store", "load_manifest", "DEFAULT_MANIFEST", "defaults",
+    # ComfyUI's model folders
+    "MODEL_FOLDERS", "canonical_folder", "folder_dirs",
+    # the verbs
+    "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths",
+    # what they return or report
+    "Plan", "PlanItem", "Need", "FileProgress", "FileStatus", "EnsureReport", "Fetched",
+    # sources a workflow carries, untrusted URLs
+    "workflow_needs", "check_embedded_sources", "Refusal", "UrlRefused", "check_public_host", "redact_url",
+    # S3 (mirrors, and the worker's output bucket)
+    "s3_client", "s3_upload",
+    # errors
+    "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
+    "IntegrityError", "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
 ]
 
 
@@ -69,12 +96,12 @@ def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manif
 
 
 def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = None, store: Store | None = None,
-           on_progress: Callable[[Progress], None] | None = None,
+           on_progress: Callable[[FileProgress], None] | None = None,
            after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None) -> "EnsureReport":
     """Make every entry present (downloading, or waiting on another process that is)."""
     from ._fetch import ensure_entries
     from ._planner import Plan
-    from ._writeback import writeback_hook
+    from ._s3 import writeback_hook
 
     settings, _, store = defaults(settings, Manifest(), store)
     entries = items.entries() if isinstance(items, Plan) else list(items)
@@ -120,3 +147,17 @@ def write_paths(path: str | Path, *, settings: Settings | None = None, store: St
 
     settings, _, store = defaults(settings, Manifest(), store)
     return write_extra_model_paths(store, Path(path))
+
+
+def s3_client(settings: Settings | None = None):
+    """A boto3 S3 client for the configured endpoint and credentials (``BUCKET_*`` / ``AWS_*``)."""
+    from ._s3 import make_client
+
+    return make_client(settings or Settings.from_env())
+
+
+def s3_upload(client, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
+    """Upload ``path`` to ``s3://bucket/key`` (multipart; the sha256, when given, in the object metadata)."""
+    from ._s3 import upload
+
+    upload(client, Path(path), url, sha256=sha256, content_type=content_type)

@@ -41,7 +41,7 @@ def workflow_needs(workflow: object) -> list[Need]:
     return list(needs_of_ui(workflow).values())
 
 
-def check_sources(needs: list[Need], manifest: Manifest, settings: Settings,
+def check_embedded_sources(needs: list[Need], manifest: Manifest, settings: Settings,
                   present: Callable[[str, str], bool]) -> tuple[list[ModelEntry], list[Refusal]]:
     """``(entries to accept, refusals)`` for the embedded sources of ``needs`` that would be fetched."""
     accepted: list[ModelEntry] = []

@@ -1,15 +1,22 @@
-"""Progress events the engine emits and the CLI, the worker and the node pack render."""
+"""Progress events: model_fetch emits ``FileProgress``; the CLI, the worker and the node pack only render them.
+
+``PerFileThrottle`` is the one place events are thinned: per file, a phase change and the final
+``present``/``done`` event always pass; repeats of a phase pass at most every ``interval`` seconds.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-PHASES = ("present", "verify", "wait", "download", "done", "error")
+PHASES = ("present", "verify", "wait", "download", "done")
+FINAL = ("present", "done")
 
 
 @dataclass(frozen=True)
-class Progress:
+class FileProgress:
     """Where one file stands: ``phase`` is one of PHASES; ``done``/``total`` in bytes."""
 
     name: str
@@ -28,16 +35,21 @@ class Progress:
         return asdict(self)
 
 
-class Throttle:
-    """True at most every ``interval`` seconds."""
+class PerFileThrottle:
+    """Forwards events to ``on_progress``, at most one per file and phase every ``interval`` seconds;
+    phase changes and final events (``present``, ``done``) are never dropped."""
 
-    def __init__(self, interval: float = 0.25) -> None:
+    def __init__(self, on_progress: Callable[[FileProgress], None], interval: float = 0.25) -> None:
+        self.on_progress = on_progress
         self.interval = interval
-        self._last = 0.0
+        self._last: dict[tuple[str, str], tuple[str, float]] = {}
+        self._lock = threading.Lock()
 
-    def ready(self) -> bool:
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            return True
-        return False
+    def __call__(self, p: FileProgress) -> None:
+        key, now = (p.directory, p.name), time.monotonic()
+        with self._lock:
+            phase, sent = self._last.get(key, ("", 0.0))
+            if p.phase == phase and p.phase not in FINAL and now - sent < self.interval:
+                return
+            self._last[key] = (p.phase, now)
+        self.on_progress(p)

@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         from ._fetch import ensure_entries
         from ._planner import plan_workflow
         from ._progress_view import progress_renderer
-        from ._writeback import writeback_hook
+        from ._s3 import writeback_hook
 
         entries = (plan_workflow(args.workflow, manifest, store, comfy, settings).entries() if args.workflow
                    else _select(manifest, scope, args.names))
