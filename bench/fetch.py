@@ -217,7 +217,7 @@ def status_section(tmp: Path) -> str:
 
 
 def verify_section(path: Path, size: int) -> str:
-    from model_fetch.hashing import sha256_file
+    from model_fetch._hashing import sha256_file
 
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # both read from the page cache
     ours, theirs = [], []
@@ -230,7 +230,7 @@ def verify_section(path: Path, size: int) -> str:
         theirs.append(time.monotonic() - t0)
     o, t = min(ours), min(theirs)
     return (f"sha256 of the same {size / MiB / 1024:.1f} GiB file, from the page cache, best of 3 interleaved runs.\n\n"
-            + table(["tool", "seconds", "MiB/s"], [["model-fetch verify (model_fetch.hashing.sha256_file)", f"{o:.2f}", f"{size / o / MiB:.0f}"],
+            + table(["tool", "seconds", "MiB/s"], [["model-fetch verify (model_fetch._hashing.sha256_file)", f"{o:.2f}", f"{size / o / MiB:.0f}"],
                                                   ["openssl dgst -sha256", f"{t:.2f}", f"{size / t / MiB:.0f}"]])
             + f"\n\nGoal ≥ 0.9x openssl: **{t / o:.2f}x**, {verdict(t / o >= 0.9)}.")
 

@@ -9,6 +9,11 @@ The public API (the worker, the node pack and the CLI all call these)::
 
 Every function takes optional ``settings`` (default ``Settings.from_env()``), ``manifest`` and ``store``.
 Neither ComfyUI nor torch is imported here.
+
+The public API is ``__all__`` plus three public modules: ``model_fetch.config`` (``Settings``, the
+environment), ``model_fetch.errors`` (the errors, with their codes) and ``model_fetch.cli`` (the
+``model-fetch`` command). Modules named ``_*.py`` are internal: tests may import them, the worker and
+the node pack may not (tests/test_public_api.py walks their imports).
 """
 
 from __future__ import annotations
@@ -17,35 +22,57 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 
-from .comfy_folders import ComfyFolders
+from ._comfy_folders import ComfyFolders
+from ._folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
+from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
+from ._progress import FileProgress
+from ._store import Store
 from .config import Settings
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
                      OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
-from .manifest import Manifest, ModelEntry, load_manifest
-from .progress import Progress
-from .store import Store
 
 if TYPE_CHECKING:
-    from .fetch import EnsureReport, Fetched
-    from .inventory import FileStatus
-    from .planner import Plan, PlanItem
+    from ._embedded import Refusal, check_embedded_sources, workflow_needs
+    from ._fetch import EnsureReport, Fetched
+    from ._inventory import FileStatus
+    from ._planner import Need, Plan, PlanItem
+    from ._transports import redact as redact_url
+    from ._urlguard import UrlRefused, check_public_host
 
 # Heavier modules (the engine imports requests) load on first use, so `model-fetch status` starts fast.
-_LAZY = {"EnsureReport": "fetch", "Fetched": "fetch", "FileStatus": "inventory", "Plan": "planner", "PlanItem": "planner"}
+# public name -> (internal module, its name there)
+_LAZY = {"EnsureReport": ("_fetch", "EnsureReport"), "Fetched": ("_fetch", "Fetched"),
+         "FileStatus": ("_inventory", "FileStatus"), "Plan": ("_planner", "Plan"), "PlanItem": ("_planner", "PlanItem"),
+         "Need": ("_planner", "Need"), "Refusal": ("_embedded", "Refusal"), "workflow_needs": ("_embedded", "workflow_needs"),
+         "check_embedded_sources": ("_embedded", "check_embedded_sources"), "redact_url": ("_transports", "redact"),
+         "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host")}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'model_fetch' has no attribute {name!r}")
 
+
 __all__ = [
-    "Settings", "ComfyFolders", "Manifest", "ModelEntry", "Store", "Plan", "PlanItem", "Progress", "FileStatus", "EnsureReport",
-    "Fetched", "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths", "defaults", "load_manifest",
-    "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace", "IntegrityError",
-    "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
+    # configuration, manifests, the store
+    "Settings", "ComfyFolders", "Manifest", "ModelEntry", "Store", "load_manifest", "DEFAULT_MANIFEST", "defaults",
+    # ComfyUI's model folders
+    "MODEL_FOLDERS", "canonical_folder", "folder_dirs",
+    # the verbs
+    "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths",
+    # what they return or report
+    "Plan", "PlanItem", "Need", "FileProgress", "FileStatus", "EnsureReport", "Fetched",
+    # sources a workflow carries, untrusted URLs
+    "workflow_needs", "check_embedded_sources", "Refusal", "UrlRefused", "check_public_host", "redact_url",
+    # S3 (mirrors, and the worker's output bucket)
+    "s3_client", "s3_upload",
+    # errors
+    "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
+    "IntegrityError", "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
 ]
 
 
@@ -62,19 +89,19 @@ def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manif
          store: Store | None = None, comfy: ComfyFolders | None = None) -> "Plan":
     """The model files ``workflow`` needs (UI or API format), resolved against store, ComfyUI's own
     folders (``comfy``) and manifest."""
-    from .planner import plan_workflow
+    from ._planner import plan_workflow
 
     settings, manifest, store = defaults(settings, manifest, store)
     return plan_workflow(workflow, manifest, store, comfy, settings)
 
 
 def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = None, store: Store | None = None,
-           on_progress: Callable[[Progress], None] | None = None,
+           on_progress: Callable[[FileProgress], None] | None = None,
            after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None) -> "EnsureReport":
     """Make every entry present (downloading, or waiting on another process that is)."""
-    from .fetch import ensure_entries
-    from .planner import Plan
-    from .writeback import writeback_hook
+    from ._fetch import ensure_entries
+    from ._planner import Plan
+    from ._s3 import writeback_hook
 
     settings, _, store = defaults(settings, Manifest(), store)
     entries = items.entries() if isinstance(items, Plan) else list(items)
@@ -84,7 +111,7 @@ def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = 
 def status(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None,
            remote: bool = False) -> "list[FileStatus]":
     """Each manifest entry's state on disk (no network, no hashing); ``remote`` adds the S3 mirror tier."""
-    from .inventory import status as _status
+    from ._inventory import status as _status
 
     settings, manifest, store = defaults(settings, manifest, store)
     return _status(manifest, store, settings, remote)
@@ -93,7 +120,7 @@ def status(*, settings: Settings | None = None, manifest: Manifest | None = None
 def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manifest: Manifest | None = None,
            store: Store | None = None):
     """Rehash present files (all manifest entries, or those named)."""
-    from .verifier import verify as _verify
+    from ._verifier import verify as _verify
 
     settings, manifest, store = defaults(settings, manifest, store)
     wanted = set(names)
@@ -101,14 +128,14 @@ def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manif
 
 
 def gc(*, settings: Settings | None = None, store: Store | None = None):
-    from .cleanup import gc as _gc
+    from ._cleanup import gc as _gc
 
     settings, _, store = defaults(settings, Manifest(), store)
     return _gc(store, settings.lease_ttl)
 
 
 def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict:
-    from .diagnostics import doctor as _doctor
+    from ._diagnostics import doctor as _doctor
 
     settings, manifest, store = defaults(settings, manifest, store)
     return _doctor(settings, manifest, store)
@@ -116,7 +143,21 @@ def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None
 
 def write_paths(path: str | Path, *, settings: Settings | None = None, store: Store | None = None) -> Path:
     """Write ComfyUI's ``extra_model_paths.yaml`` for the store's roots."""
-    from .comfy_paths import write_extra_model_paths
+    from ._comfy_paths import write_extra_model_paths
 
     settings, _, store = defaults(settings, Manifest(), store)
     return write_extra_model_paths(store, Path(path))
+
+
+def s3_client(settings: Settings | None = None):
+    """A boto3 S3 client for the configured endpoint and credentials (``BUCKET_*`` / ``AWS_*``)."""
+    from ._s3 import make_client
+
+    return make_client(settings or Settings.from_env())
+
+
+def s3_upload(client, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
+    """Upload ``path`` to ``s3://bucket/key`` (multipart; the sha256, when given, in the object metadata)."""
+    from ._s3 import upload
+
+    upload(client, Path(path), url, sha256=sha256, content_type=content_type)

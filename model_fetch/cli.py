@@ -1,7 +1,7 @@
 """``model-fetch``: status, plan, pull, verify, doctor, paths, gc, push.
 
 Exit codes: 0 success, 1 failure (one red line on stderr), 2 usage error. ``--json`` prints one
-JSON document on stdout (shapes in docs/cli.md). Progress goes to stderr: bars on a TTY, plain
+JSON document on stdout (shapes in docs/model-fetch.md, section CLI). Progress goes to stderr: bars on a TTY, plain
 lines otherwise.
 """
 
@@ -11,13 +11,14 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import defaults
 from .config import Settings
 from .errors import ModelFetchError, human_bytes
-from .manifest import Manifest, ModelEntry, load_manifest
+from ._manifest import Manifest, ModelEntry, load_manifest
+from ._store import Store
 
 
 SCOPE_RULE = """Options go before or after VERB, in any order.
@@ -61,21 +62,29 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
     sp = sub.add_parser("status", parents=[late], help="state of every manifest file (no network unless --remote)")
     sp.add_argument("--remote", action="store_true", help="also ask each S3 mirror whether it holds the file")
+    sp.set_defaults(func=cmd_status)
     sp = sub.add_parser("plan", parents=[late], help="model files a workflow needs")
     sp.add_argument("--workflow", type=Path, required=True)
+    sp.set_defaults(func=cmd_plan)
     sp = sub.add_parser("pull", parents=[late], help="download missing files (your manifests', named, or a workflow's)")
     sp.add_argument("names", nargs="*", metavar="NAME")
     sp.add_argument("--workflow", type=Path)
+    sp.set_defaults(func=cmd_pull)
     sp = sub.add_parser("verify", parents=[late], help="rehash present files")
     sp.add_argument("names", nargs="*", metavar="NAME")
-    sub.add_parser("doctor", parents=[late], help="check environment, roots, space, volume, offline readiness")
+    sp.set_defaults(func=cmd_verify)
+    sp = sub.add_parser("doctor", parents=[late], help="check environment, roots, space, volume, offline readiness")
+    sp.set_defaults(func=cmd_doctor)
     sp = sub.add_parser("paths", parents=[late], help="write ComfyUI's extra_model_paths.yaml")
     sp.add_argument("--output", type=Path, default=Path("extra_model_paths.yaml"))
-    sub.add_parser("gc", parents=[late], help="remove orphaned .part files, stale leases and stamps")
+    sp.set_defaults(func=cmd_paths)
+    sp = sub.add_parser("gc", parents=[late], help="remove orphaned .part files, stale leases and stamps")
+    sp.set_defaults(func=cmd_gc)
     sp = sub.add_parser("push", parents=[late], help="upload local files to the S3 mirror")
     sp.add_argument("names", nargs="*", metavar="NAME")
     sp.add_argument("--to", required=False, metavar="s3://BUCKET/PREFIX",
                     help="mirror location (default MODEL_FETCH_MIRROR_WRITEBACK)")
+    sp.set_defaults(func=cmd_push)
     return p
 
 
@@ -132,7 +141,7 @@ def _select(manifest: Manifest, scope: Manifest, names: list[str]) -> list[Model
 
 def _comfy_folders(args: argparse.Namespace, settings: Settings):
     """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
-    from .comfy_folders import ComfyFolders
+    from ._comfy_folders import ComfyFolders
 
     directory = args.comfyui_dir or settings.comfyui_dir
     if directory is None:
@@ -146,93 +155,126 @@ def _emit(args, data, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
 
 
+@dataclass
+class Context:
+    """What every verb works with: settings (environment + options), the loaded manifests, the store, and
+    ``scope``, the files a verb without names covers."""
+
+    args: argparse.Namespace
+    settings: Settings
+    manifest: Manifest
+    store: Store
+    scope: Manifest
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> "Context":
+        settings, manifest, store = defaults(_settings(args))
+        return cls(args, settings, manifest, store, _scope(settings, args, manifest))
+
+    def select(self, names: list[str]) -> list[ModelEntry]:
+        return _select(self.manifest, self.scope, names)
+
+
+def cmd_status(c: Context) -> int:
+    from ._inventory import status
+
+    files = status(c.scope, c.store, c.settings, remote=c.args.remote)
+    lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}" + (f"  [{', '.join(f.tiers)}]" if f.tiers else "")
+             + (f"  {human_bytes(f.done)} of {human_bytes(f.size)}" if f.state in ("partial", "downloading") else "")
+             + (f"  ({human_bytes(f.size)})" if f.state == "present" else "") for f in files]
+    _emit(c.args, {"files": [f.as_dict() for f in files]}, "\n".join(lines) or "manifest is empty")
+    return 0
+
+
+def cmd_plan(c: Context) -> int:
+    from ._planner import plan_workflow
+
+    p = plan_workflow(c.args.workflow, c.manifest, c.store, _comfy_folders(c.args, c.settings), c.settings)
+    lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url}")
+             + (f"  (ComfyUI: {i.path or 'listed'})" if i.outside_store else "") for i in p.items]
+    _emit(c.args, {"workflow": str(c.args.workflow), "files": p.as_dict()}, "\n".join(lines))
+    return 0
+
+
+def cmd_pull(c: Context) -> int:
+    from ._fetch import ensure_entries
+    from ._planner import plan_workflow
+    from ._progress_view import progress_renderer
+    from ._s3 import writeback_hook
+
+    comfy = _comfy_folders(c.args, c.settings)
+    entries = (plan_workflow(c.args.workflow, c.manifest, c.store, comfy, c.settings).entries() if c.args.workflow
+               else c.select(c.args.names))
+    hook = writeback_hook(c.settings)
+    with progress_renderer() as on_progress:
+        report = ensure_entries(entries, c.store, c.settings, on_progress, hook)
+    if hook is not None and hook.threads:
+        print("waiting for mirror write-back to finish…", file=sys.stderr)
+        for r in hook.wait():
+            print(f"write-back {r['state']}: {r['url']}", file=sys.stderr)
+    files = [{"name": f.entry.name, "directory": f.entry.directory, "path": str(f.path), "action": f.action,
+              "sha256": f.sha256, "source": f.source, "fetched_bytes": f.fetched_bytes} for f in report.files]
+    _emit(c.args, {"files": files, "downloaded_bytes": report.downloaded_bytes},
+          "\n".join(f"{f['action']:<10} {f['path']}" for f in files))
+    return 0
+
+
+def cmd_verify(c: Context) -> int:
+    from ._verifier import verify
+
+    results = verify(c.select(c.args.names), c.store)
+    _emit(c.args, {"files": [r.as_dict() for r in results]},
+          "\n".join(f"{r.state:<9} {r.entry.directory}/{r.entry.name}" for r in results))
+    bad = [r for r in results if r.state == "mismatch"]
+    if bad:
+        raise ModelFetchError(f"sha256 mismatch: {', '.join(r.entry.name for r in bad)} (run `model-fetch pull` to replace)")
+    return 0
+
+
+def cmd_doctor(c: Context) -> int:
+    from ._diagnostics import doctor
+
+    report = doctor(c.settings, c.scope, c.store)
+    human = [f"write root: {report['write_root']}", f"network volume: {report['network_volume']}",
+             f"offline ready: {report['offline']['ready']}"]
+    human += [f"root {r['path']}: exists={r['exists']} writable={r['writable']} free={human_bytes(r['free_bytes'])}"
+              for r in report["roots"]]
+    human += [f"env {k}={v}" for k, v in report["env"].items() if v != "unset"]
+    human += [f"problem: {p}" for p in report["problems"]]
+    _emit(c.args, report, "\n".join(human))
+    return 0 if report["ok"] else 1
+
+
+def cmd_paths(c: Context) -> int:
+    from ._comfy_paths import write_extra_model_paths
+
+    path = write_extra_model_paths(c.store, c.args.output)
+    _emit(c.args, {"path": str(path), "roots": [str(r) for r in c.store.roots]}, str(path))
+    return 0
+
+
+def cmd_gc(c: Context) -> int:
+    from ._cleanup import gc
+
+    report = gc(c.store, c.settings.lease_ttl)
+    _emit(c.args, report.as_dict(), f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}")
+    return 0
+
+
+def cmd_push(c: Context) -> int:
+    from ._s3 import push
+
+    target = c.args.to or c.settings.mirror_writeback
+    if not target:
+        raise ModelFetchError("push needs --to s3://BUCKET/PREFIX or MODEL_FETCH_MIRROR_WRITEBACK")
+    results = push(c.select(c.args.names), c.store, c.settings, target)
+    _emit(c.args, {"files": results}, "\n".join(f"{r['state']:<9} {r['url']}" for r in results))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    settings, manifest, store = defaults(settings)
-    scope = _scope(settings, args, manifest)
-    verb = args.verb
-    comfy = _comfy_folders(args, settings) if verb in ("plan", "pull") else None
-    if verb == "status":
-        from .inventory import status
-
-        files = status(scope, store, settings, remote=args.remote)
-        lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}" + (f"  [{', '.join(f.tiers)}]" if f.tiers else "")
-                 + (f"  {human_bytes(f.done)} of {human_bytes(f.size)}" if f.state in ("partial", "downloading") else "")
-                 + (f"  ({human_bytes(f.size)})" if f.state == "present" else "") for f in files]
-        _emit(args, {"files": [f.as_dict() for f in files]}, "\n".join(lines) or "manifest is empty")
-        return 0
-    if verb == "plan":
-        from .planner import plan_workflow
-
-        p = plan_workflow(args.workflow, manifest, store, comfy, settings)
-        lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url}")
-                 + (f"  (ComfyUI: {i.path or 'listed'})" if i.outside_store else "") for i in p.items]
-        _emit(args, {"workflow": str(args.workflow), "files": p.as_dict()}, "\n".join(lines))
-        return 0
-    if verb == "pull":
-        from .fetch import ensure_entries
-        from .planner import plan_workflow
-        from .progress_view import progress_renderer
-        from .writeback import writeback_hook
-
-        entries = (plan_workflow(args.workflow, manifest, store, comfy, settings).entries() if args.workflow
-                   else _select(manifest, scope, args.names))
-        hook = writeback_hook(settings)
-        with progress_renderer() as on_progress:
-            report = ensure_entries(entries, store, settings, on_progress, hook)
-        if hook is not None and hook.threads:
-            print("waiting for mirror write-back to finish…", file=sys.stderr)
-            for r in hook.wait():
-                print(f"write-back {r['state']}: {r['url']}", file=sys.stderr)
-        files = [{"name": f.entry.name, "directory": f.entry.directory, "path": str(f.path), "action": f.action,
-                  "sha256": f.sha256, "source": f.source, "fetched_bytes": f.fetched_bytes} for f in report.files]
-        _emit(args, {"files": files, "downloaded_bytes": report.downloaded_bytes},
-              "\n".join(f"{f['action']:<10} {f['path']}" for f in files))
-        return 0
-    if verb == "verify":
-        from .verifier import verify
-
-        results = verify(_select(manifest, scope, args.names), store)
-        _emit(args, {"files": [r.as_dict() for r in results]},
-              "\n".join(f"{r.state:<9} {r.entry.directory}/{r.entry.name}" for r in results))
-        bad = [r for r in results if r.state == "mismatch"]
-        if bad:
-            raise ModelFetchError(f"sha256 mismatch: {', '.join(r.entry.name for r in bad)} (run `model-fetch pull` to replace)")
-        return 0
-    if verb == "doctor":
-        from .diagnostics import doctor
-
-        report = doctor(settings, scope, store)
-        human = [f"write root: {report['write_root']}", f"network volume: {report['network_volume']}",
-                 f"offline ready: {report['offline']['ready']}"]
-        human += [f"root {r['path']}: exists={r['exists']} writable={r['writable']} free={human_bytes(r['free_bytes'])}"
-                  for r in report["roots"]]
-        human += [f"env {k}={v}" for k, v in report["env"].items() if v != "unset"]
-        human += [f"problem: {p}" for p in report["problems"]]
-        _emit(args, report, "\n".join(human))
-        return 0 if report["ok"] else 1
-    if verb == "paths":
-        from .comfy_paths import write_extra_model_paths
-
-        path = write_extra_model_paths(store, args.output)
-        _emit(args, {"path": str(path), "roots": [str(r) for r in store.roots]}, str(path))
-        return 0
-    if verb == "gc":
-        from .cleanup import gc
-
-        report = gc(store, settings.lease_ttl)
-        _emit(args, report.as_dict(), f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}")
-        return 0
-    if verb == "push":
-        from .s3 import push
-
-        target = args.to or settings.mirror_writeback
-        if not target:
-            raise ModelFetchError("push needs --to s3://BUCKET/PREFIX or MODEL_FETCH_MIRROR_WRITEBACK")
-        results = push(_select(manifest, scope, args.names), store, settings, target)
-        _emit(args, {"files": results}, "\n".join(f"{r['state']:<9} {r['url']}" for r in results))
-        return 0
-    raise AssertionError(verb)
+    """Run the verb ``args`` names (its ``cmd_*`` function)."""
+    return args.func(Context.of(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model_fetch.manifest import load_manifest
+from model_fetch import load_manifest
 
 CLI = str(Path(sys.executable).with_name("model-fetch"))
 BUILTIN = next(iter(load_manifest([], include_default=True)))

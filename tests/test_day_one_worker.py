@@ -139,7 +139,7 @@ def test_missing_comfyui_has_its_own_code(tmp_path):
 def test_a_file_only_the_running_comfyui_lists_counts_as_present(comfy, tmp_path):
     """The worker's last look before `model_unknown`: ComfyUI's own GET /models/{folder}."""
     import model_fetch
-    from model_fetch.manifest import Manifest
+    from model_fetch._manifest import Manifest
     from worker.comfy_client import ComfyClient
 
     name = tiny_weights.FILES["unet_high"]

@@ -11,7 +11,7 @@ import pytest
 
 import model_fetch
 from model_fetch import DownloadError, IntegrityError, ModelEntry, Settings, SourceNotFound, Store
-from model_fetch.store import journal_path, part_path
+from model_fetch._store import journal_path, part_path
 from tests.fileserver import Fault, FileServer, make_file
 
 MiB = 1024 * 1024
@@ -79,7 +79,7 @@ def test_ranges_reuse_kept_alive_connections(server, files, tmp_path):
 def test_workers_stay_within_the_lead_of_the_hashed_prefix(server, files, tmp_path, monkeypatch, lead_mib, bounded):
     """While chunk 0 stalls for 1 s, the workers fetch at most ``lead`` chunks past it (received pages that
     are not hashed yet stay resident, so this bounds memory); with a huge lead they run ahead at once."""
-    from model_fetch import engine
+    from model_fetch import _engine as engine
 
     monkeypatch.setattr(engine, "LEAD_BYTES", lead_mib * MiB)  # lead = max(connections + 1, LEAD / chunk) = 4
     root, sha = files
@@ -133,8 +133,8 @@ def test_cross_host_redirect_drops_authorization(server, files, tmp_path):
     server.faults.add("/model.bin", Fault.REDIRECT, to="/model.bin", cross_host=True)
     entry = ModelEntry("model.bin", "loras", url=f"{server.url}/model.bin", sha256=sha)
     s = settings(tmp_path)
-    from model_fetch.engine import Download
-    from model_fetch.transports import HttpTransport
+    from model_fetch._engine import Download
+    from model_fetch._transports import HttpTransport
 
     final = final_of(tmp_path)
     final.parent.mkdir(parents=True)
@@ -250,7 +250,7 @@ def test_second_process_waits_and_reports_progress_instead_of_downloading(server
 
 def test_workflow_source_redirect_to_plain_http_is_refused_and_nothing_is_kept(tmp_path, monkeypatch):
     """An untrusted (workflow) source is checked on every redirect hop: https to http is refused."""
-    from model_fetch.urlguard import request_guard
+    from model_fetch._urlguard import request_guard
     from tests.tls import make_cert, server_context
 
     cert = make_cert(tmp_path / "tls")

@@ -13,8 +13,8 @@ import pytest
 
 import model_fetch
 from model_fetch import IntegrityError, ModelEntry, NotEnoughSpace, OfflineError, Settings, Store
-from model_fetch import journal
-from model_fetch.store import journal_path, part_path
+from model_fetch import _journal as journal
+from model_fetch._store import journal_path, part_path
 
 KiB = 1024
 
@@ -146,7 +146,7 @@ def test_gc_removes_orphans_but_not_active_downloads(env):
     (folder / "dead.bin.part").write_bytes(b"x" * 10)
     journal_path(folder / "dead.bin").write_text("{}\n")
     (folder / "live.bin.part").write_bytes(b"y")
-    from model_fetch.lease import Lease
+    from model_fetch._lease import Lease
 
     lease = Lease(store.lease_path(folder / "live.bin"))
     assert lease.try_acquire()

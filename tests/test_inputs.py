@@ -124,7 +124,7 @@ def test_safe_name_kept():
 
 
 def test_embedded_model_url_rules():
-    from model_fetch.urlguard import UrlRefused, check_embedded_url
+    from model_fetch._urlguard import UrlRefused, check_embedded_url
 
     allowed = ("huggingface.co",)
     assert check_embedded_url("https://cdn.huggingface.co/x.gguf", "x.gguf", "diffusion_models", allowed, True)

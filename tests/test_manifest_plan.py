@@ -8,8 +8,8 @@ import pytest
 
 from model_fetch import Settings, SourceRefused, Store, UnknownModelError
 from model_fetch.errors import ManifestError, WorkflowError
-from model_fetch.manifest import load_manifest, read_manifest
-from model_fetch.planner import needs_of, plan_workflow
+from model_fetch._manifest import load_manifest, read_manifest
+from model_fetch._planner import needs_of, plan_workflow
 
 SHA = "a" * 64
 

@@ -11,7 +11,7 @@ import requests
 
 import model_fetch
 from model_fetch import DownloadError, IntegrityError, ModelEntry, Settings, Store
-from model_fetch.s3 import make_client, writeback_uploader
+from model_fetch._s3 import make_client, writeback_hook
 from tests.s3server import start_s3_server
 from worker.outputs import OutputFile, to_s3
 
@@ -60,7 +60,7 @@ def test_writeback_then_second_store_pulls_from_mirror_without_origin(s3, tmp_pa
     data = data_of(1536 * KiB, 2)
     sha = hashlib.sha256(data).hexdigest()
     settings = settings_for(s3, tmp_path, mirror_writeback="s3://models/wb")
-    hook = writeback_uploader(settings)
+    hook = writeback_hook(settings)
     entry = ModelEntry("model.bin", "vae", url=origin_file(tmp_path, data), sha256=sha)
     first = model_fetch.ensure([entry], settings=settings, store=Store([tmp_path / "models"]), after_place=hook)
     assert first.files[0].source.startswith("file://")  # mirror empty: came from the origin
@@ -78,7 +78,7 @@ def test_writeback_then_second_store_pulls_from_mirror_without_origin(s3, tmp_pa
 def test_unverified_origin_bytes_are_not_written_back(s3, tmp_path, caplog):
     data = data_of(100 * KiB, 3)
     settings = settings_for(s3, tmp_path, mirror_writeback="s3://models/unverified")
-    hook = writeback_uploader(settings)
+    hook = writeback_hook(settings)
     entry = ModelEntry("nohash.bin", "vae", url=origin_file(tmp_path, data))
     with caplog.at_level(logging.WARNING):
         model_fetch.ensure([entry], settings=settings, store=Store([tmp_path / "models"]), after_place=hook)
@@ -123,7 +123,7 @@ def test_wrong_hash_object_on_mirror_is_never_placed(s3, tmp_path):
 
 
 def test_push_seeds_the_mirror_once(s3, tmp_path):
-    from model_fetch.s3 import push
+    from model_fetch._s3 import push
 
     data = data_of(300 * KiB, 6)
     settings = settings_for(s3, tmp_path)

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from model_fetch import Store
-from model_fetch import journal
-from model_fetch.comfy_paths import write_extra_model_paths
-from model_fetch.lease import Lease
+from model_fetch import _journal as journal
+from model_fetch._comfy_paths import write_extra_model_paths
+from model_fetch._lease import Lease
 
 
 def test_stamp_trusted_until_file_changes(tmp_path):
@@ -62,7 +62,7 @@ def test_lease_of_killed_process_on_this_host_is_stale_at_once(tmp_path):
     path = tmp_path / "x.lease"
     code = textwrap.dedent(f"""
         import time
-        from model_fetch.lease import Lease
+        from model_fetch._lease import Lease
         assert Lease({str(path)!r}, ttl=300).try_acquire()
         print("held", flush=True)
         time.sleep(60)

@@ -1,7 +1,7 @@
 """Turn job image fields (base64, data URI, https URL) into bytes, safely.
 
 URLs are https-only and may not point at loopback, private, link-local or other reserved
-addresses (checked on every redirect hop, by ``model_fetch.urlguard``, the rule shared with model URLs
+addresses (checked on every redirect hop, by ``model_fetch.check_public_host``, the rule shared with model URLs
 embedded in workflows) unless ``WORKER_ALLOW_HTTP_URLS`` /
 ``WORKER_ALLOW_PRIVATE_URLS`` allow it; every input is size-bounded; names are sanitised.
 """
@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from model_fetch.urlguard import UrlRefused, check_public_host
+from model_fetch import UrlRefused, check_public_host
 
 from .config import WorkerSettings
 from .errors import InvalidInput

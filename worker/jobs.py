@@ -87,7 +87,7 @@ def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict:
             ctx.report({"stage": "models", "message": f"fetching {len(missing)} model file(s)",
                         "files": [f"{i.directory}/{i.name}" for i in missing]})
 
-            def on_progress(p: model_fetch.Progress) -> None:
+            def on_progress(p: model_fetch.FileProgress) -> None:
                 if p.phase in ("download", "wait", "verify", "done"):
                     ctx.report({"stage": "models", "file": f"{p.directory}/{p.name}", "phase": p.phase,
                                 "done": p.done, "total": p.total})
@@ -175,11 +175,11 @@ def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFil
     s, spec = ctx.runtime.settings, job.output
     mode, bucket = target
     if mode == "s3" and bucket:
-        from model_fetch.s3 import make_client
+        from model_fetch import s3_client
 
         prefix = f"{spec.prefix or s.output_prefix}/{ctx.job_id}"
         expires = int(spec.expires_in or s.output_url_expires)
-        return out.to_s3(files, make_client(ctx.runtime.fetch_settings), bucket, prefix, expires)
+        return out.to_s3(files, s3_client(ctx.runtime.fetch_settings), bucket, prefix, expires)
     return out.as_base64(files, s.max_base64_bytes)
 
 

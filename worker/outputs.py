@@ -61,13 +61,13 @@ def as_base64(files: list[OutputFile], limit: int) -> list[dict]:
 
 def to_s3(files: list[OutputFile], client, bucket: str, prefix: str, expires_in: int) -> list[dict]:
     """Multipart upload (content type set) and a presigned GET URL per file."""
-    from model_fetch.s3 import upload
+    from model_fetch import s3_upload
 
     out = []
     for f in files:
         key = f"{prefix.strip('/')}/{f.filename}" if prefix.strip("/") else f.filename
         try:
-            upload(client, f.path, f"s3://{bucket}/{key}", content_type=f.content_type)
+            s3_upload(client, f.path, f"s3://{bucket}/{key}", content_type=f.content_type)
             url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in)
         except Exception as exc:  # noqa: BLE001 - botocore raises many kinds
             raise OutputUploadFailed(f"uploading {f.filename} to bucket '{bucket}' failed ({type(exc).__name__}); "

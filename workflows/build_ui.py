@@ -69,7 +69,7 @@ def _depth_columns(api: dict) -> list[list[str]]:
 
 
 def _manifest() -> dict[str, dict]:
-    from model_fetch.manifest import load_manifest
+    from model_fetch import load_manifest
 
     return {e.name: {"name": e.name, "url": e.url, "directory": e.directory} for e in load_manifest()}
 

@@ -63,7 +63,7 @@ class Job:
     entry: Any  # model_fetch.ModelEntry
     origin: str  # "graph" | "pull"
     started: float = field(default_factory=time.time)
-    progress: Any = None  # model_fetch.Progress
+    progress: Any = None  # model_fetch.FileProgress
     done: threading.Event = field(default_factory=threading.Event)
     path: Path | None = None
     action: str | None = None
@@ -98,7 +98,7 @@ class PackFetch:
         self._embedded: dict[tuple[str, str], Any] = {}  # sources accepted from queued workflows
 
     def accept(self, entries: Iterable[Any]) -> None:
-        """Add workflow-embedded sources (already checked by model_fetch.embedded) for the rest of the process."""
+        """Add workflow-embedded sources (already checked by model_fetch.check_embedded_sources) for the rest of the process."""
         with self._lock:
             for entry in entries:
                 self._embedded[entry.key] = entry
@@ -117,7 +117,7 @@ class PackFetch:
 
     # -- manifest -----------------------------------------------------------------------------
     def manifest_paths(self) -> list[Path]:
-        from model_fetch.manifest import DEFAULT_MANIFEST
+        from model_fetch import DEFAULT_MANIFEST
 
         return ([DEFAULT_MANIFEST] if self.settings.include_default_manifest else []) + list(self.settings.manifests)
 
@@ -145,9 +145,9 @@ class PackFetch:
 
     def entry(self, folder: str, name: str) -> Any:
         """The manifest (or accepted workflow) entry for ``name`` in ComfyUI folder ``folder``, or None."""
-        from model_fetch.folders import canonical
+        from model_fetch import canonical_folder
 
-        entry = self.manifest().find(name, folder) or self._embedded.get((canonical(folder), name))
+        entry = self.manifest().find(name, folder) or self._embedded.get((canonical_folder(folder), name))
         return entry if entry is not None and entry.sources else None
 
     def sources_text(self) -> str:
@@ -159,11 +159,11 @@ class PackFetch:
 
         ``{name: {"size", "state", "done", "label"}}``; ``state`` as in ``status()``.
         """
-        from model_fetch.folders import canonical
+        from model_fetch import canonical_folder
 
         wanted = {e.lower() for e in extensions}
         manifest = self.known()
-        entries = [e for e in manifest if e.directory == canonical(folder) and e.sources and e.name not in on_disk
+        entries = [e for e in manifest if e.directory == canonical_folder(folder) and e.sources and e.name not in on_disk
                    and os.path.splitext(e.name)[1].lower() in wanted]
         if not entries:
             return {}
@@ -197,7 +197,7 @@ class PackFetch:
             fetched = report.files[0]
             job.path, job.action, job.fetched_bytes = fetched.path, fetched.action, fetched.fetched_bytes
             size = fetched.path.stat().st_size
-            job.progress = self.mf.Progress(entry.name, entry.directory, "done", size, size)
+            job.progress = self.mf.FileProgress(entry.name, entry.directory, "done", size, size)
             log.info("model_fetch: %s %s -> %s (%s received)", fetched.action, entry.describe(), fetched.path,
                      human_bytes(fetched.fetched_bytes))
         except BaseException as exc:  # noqa: BLE001 - kept for the waiting loader and for /model_fetch/status

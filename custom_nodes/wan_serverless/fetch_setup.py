@@ -90,11 +90,11 @@ def make_store(mf: ModuleType) -> tuple[Any, Any]:
     """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI."""
     import folder_paths
 
-    from model_fetch.folders import FOLDERS
+    from model_fetch import MODEL_FOLDERS
 
     settings = mf.Settings.from_env()
     store = mf.Store(store_roots(settings, Path(folder_paths.models_dir)))
-    added = register_roots(store.roots, FOLDERS)
+    added = register_roots(store.roots, MODEL_FOLDERS)
     log.info("model_fetch store: %s%s", ", ".join(map(str, store.roots)),
              f" ({len(added)} folder path(s) added to ComfyUI's search paths)" if added else "")
     return settings, store

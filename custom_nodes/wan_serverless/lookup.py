@@ -46,9 +46,9 @@ def directory_of(folder: str) -> str:
     """The manifest folder (``directory``) behind a ComfyUI folder name."""
     import folder_paths
 
-    from model_fetch.folders import canonical
+    from model_fetch import canonical_folder
 
-    return canonical(FOLDER_ALIASES.get(folder, folder_paths.map_legacy(folder)))
+    return canonical_folder(FOLDER_ALIASES.get(folder, folder_paths.map_legacy(folder)))
 
 
 def _extensions(folder: str) -> set[str]:

@@ -32,21 +32,20 @@ def embedded_workflow(body: Any) -> dict | None:
 
 
 def _target(ctx: PackFetch, directory: str) -> str | None:
-    from model_fetch.folders import search_dirs
+    from model_fetch import folder_dirs
 
     try:
-        return str(ctx.store.write_root() / search_dirs(directory)[0])
+        return str(ctx.store.write_root() / folder_dirs(directory)[0])
     except PermissionError:
         return None
 
 
 def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
     """One row per model file of ``workflow`` (UI format), as the editor's panel shows it."""
-    from model_fetch import embedded
-    from model_fetch.transports import redact
+    from model_fetch import check_embedded_sources, redact_url, workflow_needs
 
-    needs = embedded.workflow_needs(workflow)
-    accepted, refused = embedded.check_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
+    needs = workflow_needs(workflow)
+    accepted, refused = check_embedded_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
     accepted_keys = {e.key for e in accepted}
     refused_by_key = {(r.directory, r.name): r for r in refused}
     known = ctx.known()
@@ -68,7 +67,7 @@ def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
             s = status[key]
             entry = known.find(need.name, need.directory)
             row.update({k: s.get(k) for k in ("state", "size", "done", "total", "rate", "eta_s", "phase", "error")})
-            row["source"] = redact(entry.sources[-1])
+            row["source"] = redact_url(entry.sources[-1])
             row["origin"] = "workflow" if key in accepted_keys or entry.origin == "workflow" else "manifest"
             if path is not None:
                 row["state"], row["path"] = "present", path
@@ -76,7 +75,7 @@ def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
             row.update(state="present", path=path)
         elif key in refused_by_key:
             row.update(state="refused", reason=refused_by_key[key].reason,
-                       source=redact(refused_by_key[key].url) if refused_by_key[key].url else None)
+                       source=redact_url(refused_by_key[key].url) if refused_by_key[key].url else None)
         else:
             row.update(state="unknown", reason=f"no source knows it: put the file into the '{need.directory}' folder, "
                                                f"or add it to a manifest (MODEL_FETCH_MANIFEST)")
@@ -88,12 +87,12 @@ def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
 
 def admit_prompt(ctx: PackFetch, body: Any) -> dict | None:
     """None when the prompt may be queued (its embedded sources accepted); else ComfyUI's 400 error body."""
-    from model_fetch import embedded
+    from model_fetch import check_embedded_sources, workflow_needs
 
-    needs = embedded.workflow_needs(embedded_workflow(body))
+    needs = workflow_needs(embedded_workflow(body))
     if not needs:
         return None
-    accepted, refused = embedded.check_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
+    accepted, refused = check_embedded_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
     if not refused:
         ctx.accept(accepted)
         return None

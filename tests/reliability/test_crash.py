@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from model_fetch import journal
-from model_fetch.store import journal_path, part_path
+from model_fetch import _journal as journal
+from model_fetch._store import journal_path, part_path
 from tests.fileserver import FileServer
 from tests.reliability.helpers import (GiB, MiB, Proc, child_env, cli_command, leftovers, run_cli, sha256_of, table,
                                        verdict, write_manifest, write_section)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from .errors import ManifestError
-from .folders import canonical
+from ._folders import canonical
 
 DEFAULT_MANIFEST = Path(__file__).with_name("default_manifest.json")
 URL_SCHEMES = ("http://", "https://", "hf://", "file://", "s3://")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from .errors import human_bytes
-from .progress import Progress
+from ._progress import FileProgress
 
 
 class PlainLines:
@@ -20,7 +20,7 @@ class PlainLines:
         self.state: dict[str, tuple[str, float, float]] = {}
         self.lock = threading.Lock()
 
-    def __call__(self, p: Progress) -> None:
+    def __call__(self, p: FileProgress) -> None:
         key = f"{p.directory}/{p.name}"
         now = time.monotonic()
         frac = p.fraction or 0.0
@@ -36,7 +36,7 @@ class PlainLines:
 
 
 @contextlib.contextmanager
-def progress_renderer(enabled: bool = True, stream=sys.stderr) -> Iterator[Callable[[Progress], None]]:
+def progress_renderer(enabled: bool = True, stream=sys.stderr) -> Iterator[Callable[[FileProgress], None]]:
     if not enabled:
         yield lambda p: None
         return
@@ -52,7 +52,7 @@ def progress_renderer(enabled: bool = True, stream=sys.stderr) -> Iterator[Calla
     tasks: dict[str, int] = {}
     lock = threading.Lock()
 
-    def update(p: Progress) -> None:
+    def update(p: FileProgress) -> None:
         key = f"{p.directory}/{p.name}"
         with lock:
             if key not in tasks:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .folders import canonical, search_dirs
+from ._folders import canonical, search_dirs
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Settings
-from .folders import FOLDERS, canonical, search_dirs
-from .manifest import ModelEntry
+from ._folders import FOLDERS, canonical, search_dirs
+from ._manifest import ModelEntry
 
 log = logging.getLogger(__name__)
 META = ".model-fetch"

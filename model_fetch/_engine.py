@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import journal as journal_mod
+from . import _journal as journal_mod
 from .config import Settings
 from .errors import DownloadError, IntegrityError, NotEnoughSpace
-from .store import journal_path, part_path
-from .transports import Probe, RangeIgnored, Transient, Transport
+from ._store import journal_path, part_path
+from ._transports import Probe, RangeIgnored, Transient, Transport
 
 log = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 300.0

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .lease import Lease
-from .store import JOURNAL, META, PART, Store, journal_path
+from ._lease import Lease
+from ._store import JOURNAL, META, PART, Store, journal_path
 
 
 @dataclass

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from .config import Settings
 from .errors import SourceNotFound
-from .transports import HttpTransport, Probe, Transient, redact
+from ._transports import HttpTransport, Probe, Transient, redact
 
 HUB_HOSTS = {"huggingface.co", "hf.co"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Settings
-from .manifest import WORKFLOW_ORIGIN, Manifest, ModelEntry
-from .planner import Need, needs_of_ui
-from .urlguard import UrlRefused, check_embedded_url
+from ._manifest import WORKFLOW_ORIGIN, Manifest, ModelEntry
+from ._planner import Need, needs_of_ui
+from ._urlguard import UrlRefused, check_embedded_url
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Refusal:
     reason: str
 
     def message(self) -> str:
-        from .transports import redact
+        from ._transports import redact
 
         where = f" from {redact(self.url)}" if isinstance(self.url, str) and self.url else ""
         return f"model '{self.name}' ({self.directory}){where} is not fetched: {self.reason}"
@@ -41,7 +41,7 @@ def workflow_needs(workflow: object) -> list[Need]:
     return list(needs_of_ui(workflow).values())
 
 
-def check_sources(needs: list[Need], manifest: Manifest, settings: Settings,
+def check_embedded_sources(needs: list[Need], manifest: Manifest, settings: Settings,
                   present: Callable[[str, str], bool]) -> tuple[list[ModelEntry], list[Refusal]]:
     """``(entries to accept, refusals)`` for the embedded sources of ``needs`` that would be fetched."""
     accepted: list[ModelEntry] = []

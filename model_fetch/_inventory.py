@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import journal
-from .folders import FOLDERS
+from . import _journal as journal
+from ._folders import FOLDERS
 from .config import Settings
-from .lease import Lease
-from .manifest import Manifest, ModelEntry
-from .store import PART, Store, journal_path
+from ._lease import Lease
+from ._manifest import Manifest, ModelEntry
+from ._store import PART, Store, journal_path
 
 
 @dataclass
@@ -62,7 +62,7 @@ def file_status(entry: ModelEntry, store: Store, lease_ttl: float = 30.0) -> Fil
 
 def remote_tiers(entry: ModelEntry, settings: Settings) -> list[str]:
     """``s3-mirror`` for each S3 mirror that holds the object (one HEAD each), ``origin`` if there is one."""
-    from .s3 import S3Transport, mirror_url
+    from ._s3 import S3Transport, mirror_url
 
     tiers = []
     mirrors = [m for m in entry.mirrors if m.startswith("s3://")]

@@ -14,20 +14,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import journal
+from . import _journal as journal
 from .config import Settings
-from .engine import Download, preflight
+from ._engine import Download, preflight
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace, OfflineError,
                      SourceNotFound)
-from .hashing import sha256_file
-from .lease import Lease
-from .manifest import WORKFLOW_ORIGIN, ModelEntry
-from .progress import Progress, Throttle
-from .sources import is_network, transport_for
-from .store import Store, journal_path, part_path
+from ._hashing import sha256_file
+from ._lease import Lease
+from ._manifest import WORKFLOW_ORIGIN, ModelEntry
+from ._progress import FileProgress, PerFileThrottle
+from ._transports import is_network, transport_for
+from ._store import Store, journal_path, part_path
 
 log = logging.getLogger(__name__)
-OnProgress = Callable[[Progress], None]
+OnProgress = Callable[[FileProgress], None]
 AfterPlace = Callable[[ModelEntry, Path, str, str, bool], None]  # entry, path, sha256, source url, verified
 
 
@@ -50,7 +50,7 @@ class EnsureReport:
         return sum(f.fetched_bytes for f in self.files)
 
 
-def _noop(_: Progress) -> None:
+def _noop(_: FileProgress) -> None:
     pass
 
 
@@ -60,7 +60,7 @@ class Fetcher:
     def __init__(self, store: Store, settings: Settings, on_progress: OnProgress | None = None,
                  after_place: AfterPlace | None = None) -> None:
         self.store, self.settings = store, settings
-        self.emit = on_progress or _noop
+        self.emit: OnProgress = PerFileThrottle(on_progress) if on_progress is not None else _noop
         self.after_place = after_place
 
     # -- already present --------------------------------------------------------------------
@@ -73,8 +73,8 @@ class Fetcher:
         if stamp is not None and (entry.sha256 is None or stamp.sha256 == entry.sha256):
             return Fetched(entry, path, stamp.sha256, "present")
         total = os.stat(path).st_size
-        self.emit(Progress(entry.name, entry.directory, "verify", 0, total))
-        digest = sha256_file(path, on_bytes=lambda done: self.emit(Progress(entry.name, entry.directory, "verify", done, total)))
+        self.emit(FileProgress(entry.name, entry.directory, "verify", 0, total))
+        digest = sha256_file(path, on_bytes=lambda done: self.emit(FileProgress(entry.name, entry.directory, "verify", done, total)))
         if entry.sha256 and digest != entry.sha256:
             bad = path.with_name(path.name + f".corrupt-{int(time.time())}")
             os.replace(path, bad)
@@ -93,8 +93,8 @@ class Fetcher:
         holder = lease.holder()
         who = f"{holder.host}:{holder.pid}" if holder else "another process"
         total = header.size if header else entry.size
-        self.emit(Progress(entry.name, entry.directory, "wait", journal.done_bytes(header, done, partial) if header else 0,
-                           total, message=f"downloaded by {who}"))
+        self.emit(FileProgress(entry.name, entry.directory, "wait", journal.done_bytes(header, done, partial) if header else 0,
+                               total, message=f"downloaded by {who}"))
 
     # -- downloading ------------------------------------------------------------------------
     def _expected_sha(self, entry: ModelEntry) -> str | None:
@@ -112,7 +112,7 @@ class Fetcher:
         """Tier order: the entry's mirrors, the configured S3 mirror, then the origin."""
         sources = list(entry.mirrors)
         if self.settings.mirror_writeback:
-            from .s3 import mirror_url
+            from ._s3 import mirror_url
 
             auto = mirror_url(self.settings.mirror_writeback, entry)
             if auto not in sources:
@@ -126,7 +126,7 @@ class Fetcher:
         redirect target (https, public addresses): None when ``url`` itself breaks those rules."""
         if entry.origin != WORKFLOW_ORIGIN or url != entry.url or self.settings.url_guard is not None:
             return self.settings
-        from .urlguard import UrlRefused, request_guard
+        from ._urlguard import UrlRefused, request_guard
 
         guard = request_guard(self.settings.allow_private_urls)
         try:
@@ -143,7 +143,6 @@ class Fetcher:
         if entry.size is not None:  # the manifest gives the size: refuse before any request
             preflight(entry.name, final.parent, entry.size, self.settings)
         expected = self._expected_sha(entry)
-        throttle = Throttle()
         failures: list[ModelFetchError] = []
         for i, url in enumerate(sources):
             is_origin = url == entry.url
@@ -155,8 +154,7 @@ class Fetcher:
             attempts = 1 + (self.settings.integrity_retries if is_origin else 0)
             for attempt in range(attempts):
                 def on_bytes(_n: int, done: int, total: int | None, label=transport.label) -> None:
-                    if throttle.ready():
-                        self.emit(Progress(entry.name, entry.directory, "download", done, total, source=label))
+                    self.emit(FileProgress(entry.name, entry.directory, "download", done, total, source=label))
 
                 dl = Download(transport, final, settings, expected_sha256=expected, expected_size=entry.size,
                               on_bytes=on_bytes, should_stop=lambda: lease.lost,
@@ -177,7 +175,7 @@ class Fetcher:
                 if not result.verified:
                     log.warning("%s: no expected sha256 known; recorded %s… (add `hash:` to the manifest to pin it)",
                                 entry.name, result.sha256[:16])
-                self.emit(Progress(entry.name, entry.directory, "done", result.size, result.size, source=transport.label))
+                self.emit(FileProgress(entry.name, entry.directory, "done", result.size, result.size, source=transport.label))
                 if self.after_place is not None:
                     self.after_place(entry, result.path, result.sha256, url, result.verified)
                 return Fetched(entry, result.path, result.sha256, "downloaded", transport.label, dl.fetched)
@@ -190,7 +188,7 @@ class Fetcher:
         """Fetch ``entry`` unless another process is downloading it (then None)."""
         found = self.present(entry)
         if found is not None:
-            self.emit(Progress(entry.name, entry.directory, "present", found.path.stat().st_size,
+            self.emit(FileProgress(entry.name, entry.directory, "present", found.path.stat().st_size,
                                found.path.stat().st_size))
             return found
         if self.settings.offline and not self.sources(entry):

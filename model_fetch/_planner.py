@@ -14,12 +14,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .comfy_folders import ComfyFolders
+from ._comfy_folders import ComfyFolders
 from .config import Settings
 from .errors import ManifestError, SourceRefused, UnknownModelError, WorkflowError
-from .folders import LOADER_INPUTS, NOT_FILES, canonical
-from .manifest import WORKFLOW_ORIGIN, Manifest, ModelEntry, parse_entry
-from .store import Store
+from ._folders import LOADER_INPUTS, NOT_FILES, canonical
+from ._manifest import WORKFLOW_ORIGIN, Manifest, ModelEntry, parse_entry
+from ._store import Store
 
 SKIPPED_MODES = (2, 4)
 
@@ -171,7 +171,7 @@ def plan_workflow(workflow: dict | str | Path, manifest: Manifest, store: Store,
     """Resolve every need against the store, then ComfyUI's own folders (``comfy``); raise
     UnknownModelError for files no one has and no source knows, and SourceRefused for a missing file
     whose only source is a workflow URL breaking ``urlguard``'s rules (before anything is fetched)."""
-    from .urlguard import UrlRefused, check_embedded_url
+    from ._urlguard import UrlRefused, check_embedded_url
 
     settings = settings or Settings.from_env()
     items, unknown, refused = [], [], []

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hashing import sha256_file
-from .manifest import ModelEntry
-from .store import Store
+from ._hashing import sha256_file
+from ._manifest import ModelEntry
+from ._store import Store
 
 
 @dataclass

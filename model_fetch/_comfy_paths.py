@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from .folders import FOLDERS
-from .store import Store
+from ._folders import FOLDERS
+from ._store import Store
 
 # ComfyUI config key -> directories under a root. The legacy keys come first: ComfyUI maps them to
 # the canonical folder, and for an ``is_default`` root each path added later goes to the front.

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from .config import REPORTED_ENV, SECRET_ENV, Settings
 from .errors import human_bytes
-from .folders import FOLDERS
-from .manifest import Manifest
-from .inventory import status
-from .store import Store, volume_attached, writable
+from ._folders import FOLDERS
+from ._manifest import Manifest
+from ._inventory import status
+from ._store import Store, volume_attached, writable
 
 
 def _free(path: Path) -> int | None:

@@ -33,12 +33,6 @@ class Header:
         return start, min(self.size, start + self.chunk) - 1
 
 
-def read(path: Path) -> tuple[Header | None, set[int]]:
-    """Header and completed chunk indices of a journal (``(None, set())`` if absent or unreadable)."""
-    header, done, _ = read_progress(path)
-    return header, done
-
-
 def read_progress(path: Path) -> tuple[Header | None, set[int], dict[int, int]]:
     """Header, completed chunks, and for chunks in flight the offset up to which bytes are written."""
     try:

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 from .config import Settings
 from .errors import ModelFetchError, SourceNotFound
-from .manifest import ModelEntry
-from .store import Store
-from .transports import Probe, Transient
+from ._manifest import ModelEntry
+from ._store import Store
+from ._transports import Probe, Transient
 
 log = logging.getLogger(__name__)
 BLOCK = 1024 * 1024
@@ -161,8 +161,10 @@ class WritebackUploader:
         return self.results
 
 
-def writeback_uploader(settings: Settings) -> WritebackUploader:
-    return WritebackUploader(settings)
+def writeback_hook(settings: Settings) -> WritebackUploader | None:
+    """The ``after_place`` hook of ``ensure`` that uploads origin downloads to ``MODEL_FETCH_MIRROR_WRITEBACK``;
+    None when that is unset."""
+    return WritebackUploader(settings) if settings.mirror_writeback else None
 
 
 def push(entries: list[ModelEntry], store: Store, settings: Settings, base: str) -> list[dict]:
