@@ -223,7 +223,7 @@ def test_persistent_5xx_gives_up_and_keeps_partial_for_resume(server, files, tmp
 
 def test_second_process_waits_and_reports_progress_instead_of_downloading(server, files, tmp_path):
     root, sha = files
-    server.rate_limit = 4 * MiB  # per connection: the first pull takes a moment
+    server.rate_limit = 1 * MiB  # per connection: the first pull lasts seconds, longer than a loaded start-up
     entry = ModelEntry("model.bin", "loras", url=f"{server.url}/model.bin", sha256=sha)
     s = settings(tmp_path, connections=2)
     first = threading.Thread(target=model_fetch.ensure, args=([entry],), kwargs={"settings": s, "store": Store(s.models_dirs)})
