@@ -32,10 +32,14 @@ PARAMS = {"width": 16, "height": 16, "length": 1, "steps": 2, "fps": 8, "seed": 
 
 #: A ComfyUI custom node, installed in the run's own base directory only: logs each node's time.
 TIMER_NODE = '''
-import logging, time
+import logging, os, time
 import execution
+import torch
 
 _orig = execution.get_output_data
+if torch.cuda.is_available() and os.environ.get("BENCH_VRAM_BUDGET_GB"):  # emulate a smaller card
+    _total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, float(os.environ["BENCH_VRAM_BUDGET_GB"]) * 2**30 / _total))
 
 
 async def _timed(prompt_id, unique_id, obj, *args, **kwargs):
@@ -43,8 +47,9 @@ async def _timed(prompt_id, unique_id, obj, *args, **kwargs):
     try:
         return await _orig(prompt_id, unique_id, obj, *args, **kwargs)
     finally:
-        logging.info("bench-timer node=%s class=%s seconds=%.3f", unique_id, type(obj).__name__,
-                     time.perf_counter() - t0)
+        vram = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+        logging.info("bench-timer node=%s class=%s seconds=%.3f peak_vram=%d", unique_id, type(obj).__name__,
+                     time.perf_counter() - t0, vram)
 
 
 execution.get_output_data = _timed
@@ -100,14 +105,21 @@ def _entries(mirror: Path, index: dict) -> list[dict]:
              "hash": info["sha256"], "size": info["size"]} for name, info in index["files"].items()]
 
 
+def node_records(log_path: Path) -> list[dict[str, str]]:
+    """The timing hook's records (node, class, seconds, peak_vram), in execution order."""
+    return [dict(p.split("=", 1) for p in line.split("bench-timer ", 1)[1].split())
+            for line in log_path.read_text(errors="replace").splitlines() if "bench-timer node=" in line]
+
+
 def node_times(log_path: Path) -> list[tuple[str, str, float]]:
     """(node id, class, seconds) from the timing hook's log lines, in execution order."""
-    out = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        if "bench-timer node=" in line:
-            parts = dict(p.split("=", 1) for p in line.split("bench-timer ", 1)[1].split())
-            out.append((parts["node"], parts["class"], float(parts["seconds"])))
-    return out
+    return [(r["node"], r["class"], float(r["seconds"])) for r in node_records(log_path)]
+
+
+def install_timer(base_dir: Path) -> None:
+    """Put the timing hook into a ComfyUI base directory's custom_nodes (bench runs only)."""
+    (base_dir / "custom_nodes" / "bench_node_timer").mkdir(parents=True, exist_ok=True)
+    (base_dir / "custom_nodes" / "bench_node_timer" / "__init__.py").write_text(TIMER_NODE)
 
 
 def gib(n: float) -> str:
@@ -120,6 +132,19 @@ SMOKE_DIMS = dict(dim=256, ffn=512, heads=2, blocks=2, t5_layers=2, t5_ff=256, t
 
 
 def run(keep: bool = False, drop_mirror: str = "auto", smoke: bool = False) -> None:
+    """Run the job (see module doc); if it cannot complete, record why, with the figures, and raise."""
+    facts: dict[str, str] = {}
+    try:
+        _run(keep, drop_mirror, smoke, facts)
+    except Exception as exc:
+        if not smoke:
+            body = (f"**Did not complete**: {type(exc).__name__}: {str(exc)[:1500]}\n\n"
+                    + table(["fact", "value"], [[k, v] for k, v in facts.items()]))
+            write_section("realsize", "Full-size stand-ins on CPU (`make realsize`)", body, "make realsize")
+        raise
+
+
+def _run(keep: bool, drop_mirror: str, smoke: bool, facts: dict[str, str]) -> None:
     import model_fetch
     from bench import realsize_weights
     from tests.graphs import input_png
@@ -144,6 +169,9 @@ def run(keep: bool = False, drop_mirror: str = "auto", smoke: bool = False) -> N
     fetch = model_fetch.Settings(models_dirs=[work / "models"], manifests=[manifest], include_default_manifest=False,
                                  min_free_bytes=0)
     free = shutil.disk_usage(work).free
+    facts.update({"stand-ins": gib(total_bytes), "largest file": gib(max(e["size"] for e in entries)),
+                  "disk free before fetching": gib(free),
+                  "memory available at start": gib(psutil.virtual_memory().available)})
     drop = drop_mirror == "yes" or (drop_mirror == "auto" and free < total_bytes + 8 * 2**30)
     print(f"realsize: {gib(total_bytes)} of stand-ins, {gib(free)} free; "
           f"{'fetch then drop each mirror file' if drop else 'the job fetches'}", flush=True)
@@ -159,10 +187,10 @@ def run(keep: bool = False, drop_mirror: str = "auto", smoke: bool = False) -> N
             (mirror / entry["name"]).unlink()
         (mirror / realsize_weights.INDEX_NAME).unlink(missing_ok=True)
         prefetch_s = time.monotonic() - t
+        facts["fetch (per file, mirror dropped)"] = f"{prefetch_s:.1f} s"
 
     base = work / "comfy"
-    (base / "custom_nodes" / "bench_node_timer").mkdir(parents=True)
-    (base / "custom_nodes" / "bench_node_timer" / "__init__.py").write_text(TIMER_NODE)
+    install_timer(base)
     rt = Runtime(WorkerSettings(comfyui_dir=comfyui, base_dir=base, port=free_port(), cpu=True,
                                 timeout_max=6 * 3600.0, timeout_base=6 * 3600.0), fetch)
     steps: list[tuple[float, dict]] = []
@@ -171,6 +199,7 @@ def run(keep: bool = False, drop_mirror: str = "auto", smoke: bool = False) -> N
         rt.ready()
         start_s = time.monotonic() - t
         mem.watch("comfyui", rt.process.proc.pid)
+        facts["ComfyUI start"] = f"{start_s:.1f} s"
         job = {"workflow": "wan22_i2v_gguf",
                "params": {**PARAMS, "image": base64.b64encode(input_png(64, 48)).decode()}}
         t = time.monotonic()
@@ -179,8 +208,11 @@ def run(keep: bool = False, drop_mirror: str = "auto", smoke: bool = False) -> N
         nodes = node_times(rt.process.log_path)
         log_tail = rt.process.log_tail(40)
     finally:
+        if rt.process is not None:
+            facts.update({f"node {n} ({c})": f"{t:.1f} s" for n, c, t in node_times(rt.process.log_path)})
         rt.stop()
         mem.stop()
+        facts.update({f"peak RSS {k} (anonymous)": f"{gib(v['rss'])} ({gib(v['anon'])})" for k, v in mem.peak.items()})
     if answer.get("status") != "success":
         raise RuntimeError(f"job failed: {json.dumps(answer)[:2000]}\n{log_tail}")
     timings = answer["timings"]
