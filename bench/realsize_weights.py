@@ -46,6 +46,11 @@ FILES = {
     "vae": ("vae", "wan_2.1_vae.safetensors"),
     "lora": ("loras", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"),
 }
+#: fp8 stand-ins of the same UNETs (Comfy-Org's "fp8_scaled" naming), for the GPU benchmark's baseline.
+FP8_FILES = {
+    "unet_high_fp8": ("diffusion_models", "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"),
+    "unet_low_fp8": ("diffusion_models", "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"),
+}
 #: Quant mixes: type of block ``*.weight`` matrices, and of ``ffn.2`` (down projection).
 MIXES = {"Q5_0": (QT.Q5_0, QT.Q5_1), "Q4_K": (QT.Q4_K, QT.Q6_K)}
 
@@ -181,6 +186,21 @@ def _stream_gguf(writer: gguf.GGUFWriter, path: Path, arrays: Iterable[np.ndarra
     tmp.replace(path)
 
 
+def fp8_unet_items(layout: list[tuple[str, tuple[int, ...]]], seed: int) -> list:
+    """The same UNET as ComfyUI's "fp8_scaled" files: block matrices e4m3fn with a per-weight
+    ``scale_weight``, the ``scaled_fp8`` marker, everything else fp16 (norms, modulation: float32)."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for name, shape in layout:
+        qtype = unet_qtype(name, shape, "Q5_0")
+        if qtype not in (QT.F32, QT.F16):
+            items += fp8_scaled(name, shape, rng)
+        else:
+            items.append((name, qtype.name, shape, lambda n=name, s=shape, q=qtype: unet_tensor(n, s, q, rng).tobytes()))
+    items.append(("scaled_fp8", "F8_E4M3", (0,), lambda: b""))
+    return items
+
+
 # --- safetensors, streamed -------------------------------------------------------------------------
 
 _ST_DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "U8": 1}
@@ -219,6 +239,13 @@ def _fp8(shape: tuple[int, ...], rng: np.random.Generator) -> bytes:
     return (rng.integers(0, 256, size=shape, dtype=np.uint8) & np.uint8(0b1011_1111)).tobytes()
 
 
+def fp8_scaled(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> list:
+    """A "scaled fp8" matrix as ComfyUI's files hold it: e4m3fn values plus a float32 ``scale_weight``."""
+    scale = np.float32(shape[1] ** -0.5)
+    return [(name, "F8_E4M3", shape, lambda: _fp8(shape, rng)),
+            (name[: -len("weight")] + "scale_weight", "F32", (), lambda: scale.tobytes())]
+
+
 # --- umt5 / VAE / LoRA -----------------------------------------------------------------------------
 
 def umt5_items(comfy, dims: Dims, seed: int) -> list:
@@ -233,9 +260,7 @@ def umt5_items(comfy, dims: Dims, seed: int) -> list:
     for name, t in model.state_dict().items():
         shape = tuple(t.shape)
         if name.startswith("encoder.block.") and len(shape) == 2 and "relative_attention_bias" not in name:
-            items.append((name, "F8_E4M3", shape, lambda s=shape: _fp8(s, rng)))
-            scale = np.float32(shape[1] ** -0.5)
-            items.append((name[: -len("weight")] + "scale_weight", "F32", (), lambda v=scale: v.tobytes()))
+            items += fp8_scaled(name, shape, rng)
         elif name == "shared.weight":
             items.append((name, "F16", shape, lambda s=shape: _plain(s, np.float16, 1.0, rng).tobytes()))
         else:  # norms, relative attention biases
@@ -311,9 +336,11 @@ def generate(out_dir: Path, comfyui: Path, dims: Dims = Dims(), only: Iterable[s
         "umt5": lambda p: write_safetensors(p, umt5_items(comfy, dims, 404)),
         "vae": lambda p: write_safetensors(p, vae_items(comfy, dims, 303)),
         "lora": lambda p: write_safetensors(p, lora_items(dims, 505)),
+        "unet_high_fp8": lambda p: write_safetensors(p, fp8_unet_items(unet_layout(comfy, dims), 101)),
+        "unet_low_fp8": lambda p: write_safetensors(p, fp8_unet_items(unet_layout(comfy, dims), 202)),
     }
     for key in only or FILES:
-        folder, name = FILES[key]
+        folder, name = {**FILES, **FP8_FILES}[key]
         path = out_dir / name
         if name in index["files"] and path.is_file() and path.stat().st_size == index["files"][name]["size"]:
             continue
@@ -330,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("--comfyui", type=Path, default=None)
-    p.add_argument("--only", nargs="*", choices=list(FILES))
+    p.add_argument("--only", nargs="*", choices=[*FILES, *FP8_FILES])
     p.add_argument("--mix", choices=list(MIXES), default="Q5_0")
     for field in ("dim", "ffn", "heads", "blocks", "t5_layers", "t5_ff", "t5_heads", "t5_vocab", "vae_dim", "lora_rank"):
         p.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(Dims(), field))
