@@ -20,7 +20,6 @@ reduced dims serve the CPU smoke runs. An index ``realsize_weights.json`` (sizes
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import struct
 import sys
@@ -32,20 +31,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tests.tiny_weights import _fill, build_tokenizer  # before ComfyUI's own ``tests`` package shadows ours
+from tests.tiny_weights import STAND_INS, _fill, _sha256, build_tokenizer  # before ComfyUI's own ``tests`` package shadows ours
 
 QT = gguf.GGMLQuantizationType
 INDEX_NAME = "realsize_weights.json"
 SPEC_VERSION = 1
 
-#: Production file names (model_fetch's default manifest) -> model folder.
-FILES = {
-    "unet_high": ("diffusion_models", "wan2.2_i2v_high_noise_14B_Q5_0.gguf"),
-    "unet_low": ("diffusion_models", "wan2.2_i2v_low_noise_14B_Q5_0.gguf"),
-    "umt5": ("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
-    "vae": ("vae", "wan_2.1_vae.safetensors"),
-    "lora": ("loras", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"),
-}
+#: Production file names (model_fetch's default manifest, as tests/tiny_weights.py lists them) -> folder.
+FILES = dict(zip(("unet_high", "unet_low", "umt5", "vae", "lora"),
+                 ((folder, name) for name, (folder, _) in STAND_INS.items())))
 #: fp8 stand-ins of the same UNETs (Comfy-Org's "fp8_scaled" naming), for the GPU benchmark's baseline.
 FP8_FILES = {
     "unet_high_fp8": ("diffusion_models", "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"),
@@ -311,14 +305,6 @@ def lora_items(dims: Dims, seed: int) -> list:
 
 
 # --- driver ----------------------------------------------------------------------------------------
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def generate(out_dir: Path, comfyui: Path, dims: Dims = Dims(), only: Iterable[str] | None = None,
              mix: str = "Q5_0", log: Callable[[str], None] = print) -> dict:
