@@ -48,8 +48,9 @@ async def _timed(prompt_id, unique_id, obj, *args, **kwargs):
         return await _orig(prompt_id, unique_id, obj, *args, **kwargs)
     finally:
         vram = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
-        logging.info("bench-timer node=%s class=%s seconds=%.3f peak_vram=%d", unique_id, type(obj).__name__,
-                     time.perf_counter() - t0, vram)
+        anon = [line for line in open("/proc/self/status") if line.startswith("RssAnon")]
+        logging.info("bench-timer node=%s class=%s seconds=%.3f peak_vram=%d anon_mb=%d", unique_id,
+                     type(obj).__name__, time.perf_counter() - t0, vram, int(anon[0].split()[1]) // 1024 if anon else 0)
 
 
 execution.get_output_data = _timed
@@ -64,18 +65,20 @@ class PeakMemory(threading.Thread):
         super().__init__(daemon=True)
         self.interval = interval
         self.pids: dict[str, int] = {}
+        self.children: dict[str, bool] = {}
         self.peak: dict[str, dict[str, int]] = {}
         self._halt = threading.Event()
 
-    def watch(self, label: str, pid: int) -> None:
+    def watch(self, label: str, pid: int, children: bool = True) -> None:
         self.pids[label] = pid
+        self.children[label] = children
         self.peak.setdefault(label, {"rss": 0, "anon": 0})
 
     @staticmethod
-    def _sample(pid: int) -> tuple[int, int]:
+    def _sample(pid: int, children: bool) -> tuple[int, int]:
         rss = anon = 0
         proc = psutil.Process(pid)
-        for p in [proc, *proc.children(recursive=True)]:
+        for p in [proc, *(proc.children(recursive=True) if children else [])]:
             try:
                 status = Path(f"/proc/{p.pid}/status").read_text()
             except OSError:
@@ -89,7 +92,7 @@ class PeakMemory(threading.Thread):
         while not self._halt.wait(self.interval):
             for label, pid in list(self.pids.items()):
                 try:
-                    rss, anon = self._sample(pid)
+                    rss, anon = self._sample(pid, self.children[label])
                 except psutil.Error:
                     continue
                 peak = self.peak[label]
@@ -109,11 +112,6 @@ def node_records(log_path: Path) -> list[dict[str, str]]:
     """The timing hook's records (node, class, seconds, peak_vram), in execution order."""
     return [dict(p.split("=", 1) for p in line.split("bench-timer ", 1)[1].split())
             for line in log_path.read_text(errors="replace").splitlines() if "bench-timer node=" in line]
-
-
-def node_times(log_path: Path) -> list[tuple[str, str, float]]:
-    """(node id, class, seconds) from the timing hook's log lines, in execution order."""
-    return [(r["node"], r["class"], float(r["seconds"])) for r in node_records(log_path)]
 
 
 def install_timer(base_dir: Path) -> None:
@@ -138,7 +136,7 @@ def run(keep: bool = False, drop_mirror: str = "auto", smoke: bool = False) -> N
         _run(keep, drop_mirror, smoke, facts)
     except Exception as exc:
         if not smoke:
-            body = (f"**Did not complete**: {type(exc).__name__}: {str(exc)[:1500]}\n\n"
+            body = (f"**Did not complete**: {type(exc).__name__}: {str(exc).splitlines()[0][:500]}\n\n"
                     + table(["fact", "value"], [[k, v] for k, v in facts.items()]))
             write_section("realsize", "Full-size stand-ins on CPU (`make realsize`)", body, "make realsize")
         raise
@@ -177,7 +175,7 @@ def _run(keep: bool, drop_mirror: str, smoke: bool, facts: dict[str, str]) -> No
           f"{'fetch then drop each mirror file' if drop else 'the job fetches'}", flush=True)
 
     mem = PeakMemory()
-    mem.watch("worker", psutil.Process().pid)
+    mem.watch("worker", psutil.Process().pid, children=False)  # ComfyUI, its child, is counted on its own
     mem.start()
     prefetch_s = None
     if drop:
@@ -205,11 +203,15 @@ def _run(keep: bool, drop_mirror: str, smoke: bool, facts: dict[str, str]) -> No
         t = time.monotonic()
         answer = jobs.handle(job, rt, report=lambda event: steps.append((time.monotonic(), event)))
         job_s = time.monotonic() - t
-        nodes = node_times(rt.process.log_path)
+        nodes = node_records(rt.process.log_path)
         log_tail = rt.process.log_tail(40)
     finally:
+        fetch_events = [t for t, event in steps if event.get("stage") == "models"]
+        if len(fetch_events) > 1:
+            facts["fetch by the job (first to last model event)"] = f"{fetch_events[-1] - fetch_events[0]:.1f} s"
         if rt.process is not None:
-            facts.update({f"node {n} ({c})": f"{t:.1f} s" for n, c, t in node_times(rt.process.log_path)})
+            facts.update({f"node {r['node']} ({r['class']})": f"{float(r['seconds']):.1f} s, ComfyUI anonymous RSS "
+                          f"after: {int(r.get('anon_mb', 0)) / 1024:.1f} GiB" for r in node_records(rt.process.log_path)})
         rt.stop()
         mem.stop()
         facts.update({f"peak RSS {k} (anonymous)": f"{gib(v['rss'])} ({gib(v['anon'])})" for k, v in mem.peak.items()})
@@ -222,8 +224,9 @@ def _run(keep: bool, drop_mirror: str, smoke: bool, facts: dict[str, str]) -> No
              "9": "LoRA low (LoraLoaderModelOnly)", "13": "high-noise sampler (1 step)",
              "14": "low-noise sampler (1 step)", "3": "text encode (+)", "4": "text encode (−)",
              "12": "WanImageToVideo (VAE encode)", "15": "VAE decode"}
-    rows = [[names.get(n, f"node {n}"), cls, f"{s:.1f} s"] for n, cls, s in nodes]
-    sampler_s = [s for n, _, s in nodes if n in ("13", "14")]
+    rows = [[names.get(r["node"], f"node {r['node']}"), r["class"], f"{float(r['seconds']):.1f} s",
+             f"{int(r.get('anon_mb', 0)) / 1024:.1f} GiB"] for r in nodes]
+    sampler_s = [float(r["seconds"]) for r in nodes if r["node"] in ("13", "14")]
     mib = {k: {m: v / 2**20 for m, v in p.items()} for k, p in mem.peak.items()}
     unet_bytes = sum(e["size"] for e in entries if e["name"].endswith(".gguf"))
     summary = [
@@ -243,7 +246,7 @@ def _run(keep: bool, drop_mirror: str, smoke: bool, facts: dict[str, str]) -> No
             f"Wan 2.1 VAE, LightX2V rank-64 LoRA on both stages) at {PARAMS['width']}×{PARAMS['height']}, "
             f"{PARAMS['length']} frame, {PARAMS['steps']} steps (1 per stage), CPU.\n\n"
             + table(["measure", "value"], summary) + "\n\nPer node (ComfyUI executor time, bench-only hook):\n\n"
-            + table(["node", "class", "time"], rows)
+            + table(["node", "class", "time", "ComfyUI anonymous RSS after"], rows)
             + f"\n\nGoal: completes on this machine: met. UNETs stay in their memory maps (ComfyUI's anonymous RSS "
             f"{mib['comfyui']['anon'] / 1024:.1f} GiB against {gib(unet_bytes)} of GGUF): "
             f"{'met' if mapped else '**not met**'}. Peak RSS counts the mapped file pages the kernel keeps "
