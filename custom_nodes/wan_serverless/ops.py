@@ -165,6 +165,27 @@ def _is_pinned(t: PackedTensor, device=None) -> bool:
     return t.packed.is_pinned()
 
 
+def _to(t: PackedTensor, *args, dtype=None, device=None, non_blocking=False, copy=False, **kwargs):
+    """``aten.to`` reaches us under inference mode (ComfyUI's ``Module.to`` during partial loads): a no-op
+    stays the same packed tensor, a move stays packed, only a dtype change yields values."""
+    for arg in args:
+        if isinstance(arg, torch.dtype):
+            dtype = arg
+        elif isinstance(arg, (torch.device, str)):
+            device = arg
+    device = torch.device(device) if device is not None else t.device
+    if dtype is not None and dtype != t.dtype:
+        return materialize(t, dtype, device, non_blocking)
+    if device == t.device and not copy:
+        return t
+    return t.with_packed(t.packed.to(device, non_blocking=non_blocking, copy=copy))
+
+
+def _shallow_copy_compatible(a, b) -> bool:
+    """Answer the type question without dequantizing anything."""
+    return type(a) is type(b)
+
+
 _HANDLERS = {
     aten.detach.default: _same,
     aten.alias.default: _same,
@@ -172,6 +193,10 @@ _HANDLERS = {
     aten.clone.default: _clone,
     aten.copy_.default: _copy_,
     aten.is_pinned.default: _is_pinned,
+    aten.to.dtype_layout: _to,
+    aten.to.device: _to,
+    aten.to.dtype: _to,
+    aten._has_compatible_shallow_copy_type.default: _shallow_copy_compatible,
 }
 
 
