@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast bench reliability image image-test image-size image-clean clean
+.PHONY: setup demo test test-fast bench realsize reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,10 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Full-size stand-ins (~28 GB, generated under .cache/realsize, deleted afterwards) through the worker on CPU.
+realsize: setup
+	$(PY) -m bench.realsize
 
 reliability: setup
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest -m slow tests/reliability

@@ -27,7 +27,7 @@ import comfy.model_patcher
 import comfy.ops
 import comfy.utils
 
-from . import dequant
+from . import dequant, resident
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,27 @@ def _is_pinned(t: PackedTensor, device=None) -> bool:
     return t.packed.is_pinned()
 
 
+def _to(t: PackedTensor, *args, dtype=None, device=None, non_blocking=False, copy=False, **kwargs):
+    """``aten.to`` reaches us under inference mode (ComfyUI's ``Module.to`` during partial loads): a no-op
+    stays the same packed tensor, a move stays packed, only a dtype change yields values."""
+    for arg in args:
+        if isinstance(arg, torch.dtype):
+            dtype = arg
+        elif isinstance(arg, (torch.device, str)):
+            device = arg
+    device = torch.device(device) if device is not None else t.device
+    if dtype is not None and dtype != t.dtype:
+        return materialize(t, dtype, device, non_blocking)
+    if device == t.device and not copy:
+        return t
+    return t.with_packed(t.packed.to(device, non_blocking=non_blocking, copy=copy))
+
+
+def _shallow_copy_compatible(a, b) -> bool:
+    """Answer the type question without dequantizing anything."""
+    return type(a) is type(b)
+
+
 _HANDLERS = {
     aten.detach.default: _same,
     aten.alias.default: _same,
@@ -172,6 +193,10 @@ _HANDLERS = {
     aten.clone.default: _clone,
     aten.copy_.default: _copy_,
     aten.is_pinned.default: _is_pinned,
+    aten.to.dtype_layout: _to,
+    aten.to.device: _to,
+    aten.to.dtype: _to,
+    aten._has_compatible_shallow_copy_type.default: _shallow_copy_compatible,
 }
 
 
@@ -291,9 +316,30 @@ class PackedOps(comfy.ops.manual_cast):
 
 
 class PackedPatcher(comfy.model_patcher.ModelPatcher):
-    """ModelPatcher that patches packed weights at compute time instead of materializing them."""
+    """ModelPatcher that patches packed weights at compute time instead of materializing them.
+
+    In resident mode (``resident.py``) a complete load instead dequantizes each packed weight once, with
+    its patches, to the compute dtype on the device; unloading restores the packed originals."""
+
+    #: Compute dtype while a resident load is in progress, else None.
+    resident_dtype: torch.dtype | None = None
+
+    def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
+        dtype = self.model.manual_cast_dtype or self.model.get_dtype()
+        if resident.decide(self.model, device_to, dtype, full_load, is_packed, comfy.model_management.get_free_memory):
+            self.resident_dtype = dtype
+        try:
+            return super().load(device_to, lowvram_model_memory=lowvram_model_memory,
+                                force_patch_weights=force_patch_weights, full_load=full_load)
+        finally:
+            self.resident_dtype = None
 
     def patch_weight_to_device(self, key, device_to=None, inplace_update=False):
+        if self.resident_dtype is not None and device_to is not None:
+            original = self.backup[key].weight if key in self.backup else comfy.utils.get_attr(self.model, key)
+            if is_packed(original):
+                self._make_resident(key, original, device_to)
+                return
         if key not in self.patches:
             return
         weight, _, _ = comfy.model_patcher.get_key_weight(self.model, key)
@@ -305,6 +351,14 @@ class PackedPatcher(comfy.model_patcher.ModelPatcher):
         packed = original.packed if device_to is None else original.packed.to(device_to)
         patched = original.with_packed(packed, patches=(key, list(self.patches[key])))
         comfy.utils.set_attr_param(self.model, key, patched)
+
+    def _make_resident(self, key: str, original: PackedTensor, device_to) -> None:
+        """Replace a packed weight by its dequantized, patched values on ``device_to`` (backup: the original)."""
+        if key not in self.backup:
+            self.backup[key] = _Backup(original, False)
+        patches = (key, list(self.patches[key])) if key in self.patches else None
+        value = materialize(original.with_packed(original.packed, patches=patches), self.resident_dtype, device_to)
+        comfy.utils.set_attr_param(self.model, key, value)
 
 
 def adopt_patcher(patcher: comfy.model_patcher.ModelPatcher) -> PackedPatcher:
