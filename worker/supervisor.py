@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from .comfy_log import LogPump
+from .config import child_env
 from .errors import ComfyUnavailable
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class ComfyProcess:
             return
         prepare_base_dir(self.settings)
         log.info("starting ComfyUI on %s", self.url)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.settings.env}
+        env = child_env(PYTHONUNBUFFERED="1", **self.settings.env)
         self.proc = subprocess.Popen(self.command(), cwd=self.settings.comfyui_dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
