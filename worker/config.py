@@ -49,7 +49,7 @@ class OutputSettings:
 class WorkerSettings:
     comfyui_dir: Path | None = None  # None: found by worker.comfyui_home
     base_dir: Path = Path("/tmp/comfyui-worker")  # ComfyUI --base-directory (input, output, user, custom_nodes)
-    extra_model_paths: Path | None = None  # written by model_fetch at start-up when None
+    extra_model_paths: Path | None = None  # the operator's own extra_model_paths.yaml, passed to ComfyUI if it exists
     host: str = "127.0.0.1"
     port: int = 8188
     cpu: bool = False
