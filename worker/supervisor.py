@@ -155,16 +155,3 @@ class ComfyProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
-
-    def restart(self, timeout: float = 180.0) -> None:
-        self.stop()
-        self.start()
-        self.wait_ready(timeout)
-
-    def ensure_running(self, timeout: float = 180.0) -> None:
-        """Start ComfyUI if it is not running (first job, or after it died)."""
-        if not self.alive():
-            if self.starts:
-                log.warning("ComfyUI is not running (exit code %s); restarting", self.proc.returncode if self.proc else None)
-            self.start()
-        self.wait_ready(timeout)
