@@ -73,7 +73,7 @@ def test_dockerfile_pins_and_layer_order():
 def test_runpod_hub_files_match_the_image_and_the_job_schema():
     """.runpod/hub.json and tests.json: the Hub's required fields, CUDA versions the driver floor of torch's
     CUDA 12.8 build allows, documented settings, and smoke jobs the worker's schema accepts."""
-    from worker.job_input import parse_job
+    from worker.job_parse import parse_job
 
     hub = json.loads((ROOT / ".runpod/hub.json").read_text())
     assert {"title", "description", "type", "category", "config"} <= set(hub) and hub["type"] == "serverless"

@@ -17,8 +17,8 @@ import model_fetch
 from . import outputs as out
 from .comfy_client import ComfyClient, Progress, output_files
 from .errors import ComfyNotFound, InvalidInput, ModelsUnavailable, WorkerError
-from .inputs import load_image, safe_name, unique_name
-from .job_input import Job, parse_job
+from .images import load_image, safe_name, unique_name
+from .job_parse import Job, parse_job
 from .runtime import Runtime
 from .workflows import apply_params, load_workflow
 

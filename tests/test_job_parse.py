@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from worker.config import DEFAULT_MAX_INPUT_MB
 from worker.errors import InvalidInput
-from worker.job_input import (ImageInput, Job, OutputSpec, base64_chars, load_schema,
+from worker.job_parse import (ImageInput, Job, OutputSpec, base64_chars, load_schema,
                               parse_job)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Job input: validate a RunPod job's ``input`` against ``job_schema.json`` and return a ``Job``.
+"""Job parsing: validate a RunPod job's ``input`` against ``job_schema.json`` and return a ``Job``.
 
 The first violation becomes ``InvalidInput(<dotted field path>, <message>)`` (``params.width``,
 ``images.0.name``); messages never echo large values. Limits follow the worker's settings
