@@ -29,6 +29,7 @@ CATEGORY = "WAN serverless/loaders"
 GGUF = ".gguf"
 UNET_EXTENSIONS = {GGUF, *folder_paths.supported_pt_extensions}
 TEXT_ENCODER_EXTENSIONS = {GGUF, *folder_paths.supported_pt_extensions}
+FETCH_NOTE = f"Models marked {fetch.MARK} are not on disk yet: the run downloads them first."
 
 
 def load_diffusion_model(path: str):
@@ -59,6 +60,7 @@ class ModelLoader:
     INPUT: ClassVar[str]
     EXTENSIONS: ClassVar[set[str]]
     CATEGORY = CATEGORY
+    FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -78,6 +80,7 @@ class DiffusionModelLoader(ModelLoader):
     """A loader whose model input is ``unet_name`` (ComfyUI reads ``VALIDATE_INPUTS``' argument names)."""
 
     FOLDER, INPUT = "diffusion_models", "unet_name"
+    RETURN_TYPES = ("MODEL",)
 
     @classmethod
     def VALIDATE_INPUTS(cls, unet_name):
@@ -88,6 +91,7 @@ class TextEncoderLoader(ModelLoader):
     """A loader whose model input is ``clip_name``."""
 
     FOLDER, INPUT = "text_encoders", "clip_name"
+    RETURN_TYPES = ("CLIP",)
 
     @classmethod
     def VALIDATE_INPUTS(cls, clip_name):
@@ -99,11 +103,8 @@ class WanUnetLoaderGGUF(DiffusionModelLoader):
 
     TITLE = "Load WAN Diffusion Model (GGUF)"
     EXTENSIONS = UNET_EXTENSIONS
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "load"
     DESCRIPTION = ("Loads a WAN diffusion model. GGUF weights stay quantized in memory and are dequantized "
-                   "layer by layer when the model runs; LoRAs apply on top at that point. Models marked "
-                   f"{fetch.MARK} are not on disk yet: the run downloads them first.")
+                   "layer by layer when the model runs; LoRAs apply on top at that point. " + FETCH_NOTE)
 
     def load(self, unet_name: str):
         return (load_diffusion_model(self.path(unet_name)),)
@@ -114,11 +115,8 @@ class WanTextEncoderLoader(TextEncoderLoader):
 
     TITLE = "Load WAN Text Encoder (umt5, any size)"
     EXTENSIONS = TEXT_ENCODER_EXTENSIONS
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load"
     DESCRIPTION = ("Loads a umt5 text encoder of any size for WAN (.safetensors, or .gguf in llama.cpp's T5 "
-                   f"layout); the config comes from the weights. Models marked {fetch.MARK} are not on disk yet: "
-                   "the run downloads them first.")
+                   "layout); the config comes from the weights. " + FETCH_NOTE)
 
     def load(self, clip_name: str):
         return (load_wan_text_encoder(self.path(clip_name)),)
@@ -131,7 +129,6 @@ class UnetLoaderGGUF(DiffusionModelLoader):
 
     TITLE = "Unet Loader (GGUF, WAN serverless)"
     EXTENSIONS = {GGUF}
-    RETURN_TYPES = ("MODEL",)
     FUNCTION = "load_unet"
 
     def load_unet(self, unet_name: str):
@@ -144,7 +141,6 @@ class CLIPLoaderGGUF(TextEncoderLoader):
 
     TITLE = "CLIPLoader (GGUF, WAN serverless)"
     EXTENSIONS = TEXT_ENCODER_EXTENSIONS
-    RETURN_TYPES = ("CLIP",)
     FUNCTION = "load_clip"
 
     @classmethod
