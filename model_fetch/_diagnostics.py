@@ -7,12 +7,11 @@ where ComfyUI will look for each folder.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from .config import REPORTED_ENV, SECRET_ENV, Settings
+from .config import Settings, env_report
 from .errors import human_bytes
 from ._folders import FOLDERS
 from ._manifest import Manifest
@@ -28,19 +27,6 @@ def _free(path: Path) -> int | None:
             except OSError:
                 return None
     return None
-
-
-def env_report() -> dict[str, str]:
-    out = {}
-    for name in REPORTED_ENV:
-        value = os.environ.get(name)
-        if value is None:
-            out[name] = "unset"
-        elif name in SECRET_ENV:
-            out[name] = "set (hidden)"
-        else:
-            out[name] = value
-    return out
 
 
 def _volume_problems(settings: Settings, write_root: Path | None, need: int) -> list[str]:

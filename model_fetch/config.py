@@ -107,3 +107,17 @@ REPORTED_ENV = (
 )
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY",
               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def env_report() -> dict[str, str]:
+    """``doctor``'s view of the environment: each ``REPORTED_ENV`` name, its value, "unset", or "set (hidden)"."""
+    out = {}
+    for name in REPORTED_ENV:
+        value = os.environ.get(name)
+        if value is None:
+            out[name] = "unset"
+        elif name in SECRET_ENV:
+            out[name] = "set (hidden)"
+        else:
+            out[name] = value
+    return out

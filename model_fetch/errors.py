@@ -14,9 +14,13 @@ def human_bytes(n: float | None) -> str:
 
 
 class ModelFetchError(Exception):
-    """Base class of every model_fetch failure."""
+    """Base class of every model_fetch failure: a ``code`` (docs/errors.md) and a message that says what to do."""
 
     code = "model_fetch_error"
+
+    def to_answer(self) -> dict:
+        """``{"error": <message>, "code": <code>}``, the shape every error of the project answers with."""
+        return {"error": str(self), "code": self.code}
 
 
 class ManifestError(ModelFetchError):
@@ -33,7 +37,7 @@ class ManifestError(ModelFetchError):
 class WorkflowError(ModelFetchError):
     """A workflow file cannot be read or is not a ComfyUI graph."""
 
-    code = "workflow_invalid"
+    code = "workflow_unreadable"
 
 
 class UnknownModelError(ModelFetchError):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the worker: check storage (warn, don't die), write ComfyUI's model paths, run the worker
+# Start the worker: check storage (warn, don't die), run the worker
 # (which starts and supervises ComfyUI). Used as the image's CMD and locally.
 #   scripts/start.sh                 # RunPod serverless loop
 #   scripts/start.sh --serve         # local API server (POST http://localhost:8000/runsync)
@@ -23,11 +23,9 @@ fi
 
 base="${WORKER_COMFY_BASE_DIR:-/tmp/comfyui-worker}"
 mkdir -p "$base"
-export WORKER_EXTRA_MODEL_PATHS="${WORKER_EXTRA_MODEL_PATHS:-$base/extra_model_paths.yaml}"
 
 if ! model-fetch doctor; then
   echo "start.sh: model-fetch doctor reported problems (see above); starting anyway" >&2
 fi
-model-fetch paths --output "$WORKER_EXTRA_MODEL_PATHS"
 
 exec python -m worker "$@"

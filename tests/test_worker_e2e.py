@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def test_bad_input_names_the_field(runtime):
 
 
 def test_base64_over_the_payload_limit_suggests_s3(runtime):
-    small = Runtime(runtime.settings.with_(max_base64_bytes=1000), runtime.fetch_settings, runtime.process)
+    small = Runtime(runtime.settings.with_(output=replace(runtime.settings.output, max_base64_bytes=1000)), runtime.fetch_settings, runtime.process)
     answer = run(small, {"workflow": "wan22_i2v_gguf", "params": TINY})
     assert answer["code"] == "output_too_large" and '"mode": "s3"' in answer["error"]
 

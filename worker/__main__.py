@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import threading
 import time
 from pathlib import Path
+
+from .config import default_runpod_log_level
 
 log = logging.getLogger("worker")
 
@@ -34,8 +35,7 @@ def _announce_ready(rt) -> None:
 
 def quiet_runpod_sdk() -> None:
     """The RunPod SDK at INFO unless the user chose a level (it reads the variable on first import)."""
-    if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
-        os.environ["RUNPOD_LOG_LEVEL"] = "INFO"
+    default_runpod_log_level("INFO")
 
 
 def main(argv: list[str] | None = None) -> int:

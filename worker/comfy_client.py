@@ -85,9 +85,6 @@ class ComfyClient:
         resp.raise_for_status()
         return [n for n in resp.json() if isinstance(n, str)]
 
-    def system_stats(self) -> dict:
-        return self._json("GET", "/system_stats")
-
     def upload_image(self, name: str, data: bytes, subfolder: str = "", overwrite: bool = True) -> str:
         """Upload into ComfyUI's input folder; return the name LoadImage should use."""
         files = {"image": (name, data, "application/octet-stream")}
@@ -125,11 +122,6 @@ class ComfyClient:
             self._request("POST", "/interrupt", json={})
         except ComfyUnavailable:
             pass
-
-    def view(self, filename: str, subfolder: str = "", folder_type: str = "output") -> bytes:
-        resp = self._request("GET", "/view", params={"filename": filename, "subfolder": subfolder, "type": folder_type})
-        resp.raise_for_status()
-        return resp.content
 
     # -- following a prompt -----------------------------------------------------------------
     def _connect(self, timeout: float) -> websocket.WebSocket:

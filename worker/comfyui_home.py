@@ -8,11 +8,12 @@ into ``./.comfyui``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from .config import child_env, comfyui_dir_from_env
 
 PINNED_VERSION = "0.8.0"
 PINNED_TAG = f"v{PINNED_VERSION}"
@@ -29,8 +30,9 @@ class ComfyUINotFound(RuntimeError):
 def candidates() -> list[Path]:
     """Places searched for ComfyUI, in order."""
     out: list[Path] = []
-    if os.environ.get("COMFYUI_DIR"):
-        out.append(Path(os.environ["COMFYUI_DIR"]).expanduser())
+    configured = comfyui_dir_from_env()
+    if configured is not None:
+        out.append(configured)
     out += [PROJECT_ROOT / ".comfyui", Path("/comfyui")]
     return out
 
@@ -73,7 +75,7 @@ def ensure(clone: bool = True) -> Path:
         target = PROJECT_ROOT / ".comfyui"
         cmd = ["git", "clone", "--quiet", "--depth", "1", "--branch", PINNED_TAG, UPSTREAM_URL, str(target)]
         try:
-            subprocess.run(cmd, check=True, timeout=300, capture_output=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+            subprocess.run(cmd, check=True, timeout=300, capture_output=True, env=child_env(GIT_TERMINAL_PROMPT="0"))
         except (subprocess.SubprocessError, OSError) as exc:
             log.debug("clone of ComfyUI failed: %s", exc)
         if is_comfyui(target):

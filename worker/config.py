@@ -1,4 +1,8 @@
-"""Every worker setting, read from the environment in one place (documented in docs/configuration.md)."""
+"""Every worker setting, read from the environment in one place (documented in docs/configuration.md).
+
+No other worker module reads ``os.environ`` (tests/test_env_reads.py): they take a ``WorkerSettings``,
+or call ``child_env`` for a subprocess's environment.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-MB = 1000 * 1000
+MB = 1000 * 1000  # WORKER_*_MB count megabytes of 10^6 bytes (model_fetch's MODEL_FETCH_*_MB count MiB)
+DEFAULT_WORKFLOW = "wan22_i2v_gguf"  # the saved workflow a job without ``workflow`` runs
+WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
+DEFAULT_MAX_INPUT_MB = 25
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -19,10 +26,30 @@ def _truthy(value: str | None) -> bool:
 
 
 @dataclass(frozen=True)
+class OutputSettings:
+    """Where outputs go: inline base64, or an S3 bucket (all S3 output settings in one group)."""
+
+    mode: str = "base64"  # a job's output mode when it names none; "s3" when BUCKET_ENDPOINT_URL is set
+    max_base64_bytes: int = 20 * MB  # RunPod's response limit for inline outputs
+    bucket: str | None = None
+    prefix: str = "outputs"
+    url_expires: int = 3600
+
+    @classmethod
+    def from_env(cls) -> "OutputSettings":
+        return cls(
+            mode=_env("WORKER_OUTPUT_MODE") or ("s3" if _env("BUCKET_ENDPOINT_URL") else "base64"),
+            bucket=_env("WORKER_OUTPUT_BUCKET") or _env("BUCKET_NAME"),
+            prefix=_env("WORKER_OUTPUT_PREFIX", "outputs"),
+            url_expires=int(_env("WORKER_OUTPUT_URL_EXPIRES", "3600")),
+        )
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     comfyui_dir: Path | None = None  # None: found by worker.comfyui_home
     base_dir: Path = Path("/tmp/comfyui-worker")  # ComfyUI --base-directory (input, output, user, custom_nodes)
-    extra_model_paths: Path | None = None  # written by model_fetch at start-up when None
+    extra_model_paths: Path | None = None  # the operator's own extra_model_paths.yaml, passed to ComfyUI if it exists
     host: str = "127.0.0.1"
     port: int = 8188
     cpu: bool = False
@@ -31,22 +58,18 @@ class WorkerSettings:
     timeout_base: float = 300.0  # job deadline = base + per_unit × (work / reference work), capped
     timeout_per_unit: float = 600.0
     timeout_max: float = 3600.0
-    max_base64_bytes: int = 20 * MB  # RunPod's response limit for inline outputs
-    max_input_bytes: int = 25 * MB  # each decoded input image
+    max_input_bytes: int = DEFAULT_MAX_INPUT_MB * MB  # each decoded input image
     allow_http_urls: bool = False
     allow_private_urls: bool = False
     url_timeout: float = 30.0
-    output_bucket: str | None = None
-    output_prefix: str = "outputs"
-    output_url_expires: int = 3600
-    default_workflow: str = "wan22_i2v_gguf"
-    workflows_dir: Path = Path(__file__).resolve().parent.parent / "workflows"
+    output: OutputSettings = field(default_factory=OutputSettings)
+    default_workflow: str = DEFAULT_WORKFLOW
+    workflows_dir: Path = WORKFLOWS_DIR
     refresh_worker: bool = False  # ask RunPod to recycle the worker after each job
-    output_mode: str = "base64"  # a job's output mode when it names none; "s3" when BUCKET_ENDPOINT_URL is set
-    bucket_endpoint_url: str | None = None  # worker-comfyui's S3 switch (credentials: BUCKET_ACCESS_KEY_ID/_SECRET_)
     expect_gpu: bool = False  # jobs answer gpu_unavailable when CUDA is unusable (never with cpu)
     serve_host: str = "127.0.0.1"  # --serve: where runpod's local API server listens
     comfy_log_rate: float = 20.0  # ComfyUI output lines per second forwarded to stdout (0: file only)
+    runpod_remote: bool = False  # RUNPOD_WEBHOOK_GET_JOB set: running on RunPod, progress goes to the client
 
     @classmethod
     def from_env(cls, **overrides) -> "WorkerSettings":
@@ -62,22 +85,35 @@ class WorkerSettings:
             timeout_base=float(_env("WORKER_TIMEOUT_BASE", "300")),
             timeout_per_unit=float(_env("WORKER_TIMEOUT_PER_UNIT", "600")),
             timeout_max=float(_env("WORKER_TIMEOUT_MAX", "3600")),
-            max_base64_bytes=int(float(_env("WORKER_MAX_BASE64_MB", "20")) * MB),
-            max_input_bytes=int(float(_env("WORKER_MAX_INPUT_MB", "25")) * MB),
+            max_input_bytes=int(float(_env("WORKER_MAX_INPUT_MB", str(DEFAULT_MAX_INPUT_MB))) * MB),
             allow_http_urls=_truthy(_env("WORKER_ALLOW_HTTP_URLS")),
             allow_private_urls=_truthy(_env("WORKER_ALLOW_PRIVATE_URLS")),
-            output_bucket=_env("WORKER_OUTPUT_BUCKET") or _env("BUCKET_NAME"),
-            output_prefix=_env("WORKER_OUTPUT_PREFIX", "outputs"),
-            output_url_expires=int(_env("WORKER_OUTPUT_URL_EXPIRES", "3600")),
-            default_workflow=_env("WORKER_DEFAULT_WORKFLOW", "wan22_i2v_gguf"),
+            output=OutputSettings.from_env(),
+            default_workflow=_env("WORKER_DEFAULT_WORKFLOW", DEFAULT_WORKFLOW),
             refresh_worker=_truthy(_env("WORKER_REFRESH")) or _truthy(_env("REFRESH_WORKER")),
-            output_mode=_env("WORKER_OUTPUT_MODE") or ("s3" if _env("BUCKET_ENDPOINT_URL") else "base64"),
-            bucket_endpoint_url=_env("BUCKET_ENDPOINT_URL"),
             expect_gpu=_truthy(_env("WORKER_EXPECT_GPU")),
             serve_host=_env("WORKER_SERVE_HOST", "127.0.0.1"),
             comfy_log_rate=float(_env("WORKER_COMFY_LOG_RATE", "20")),
+            runpod_remote=bool(_env("RUNPOD_WEBHOOK_GET_JOB")),
         )
         return replace(s, **overrides) if overrides else s
 
     def with_(self, **changes) -> "WorkerSettings":
         return replace(self, **changes)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment a subprocess (ComfyUI, git) inherits: this process's, plus ``extra``."""
+    return {**os.environ, **extra}
+
+
+def comfyui_dir_from_env() -> Path | None:
+    """``COMFYUI_DIR``, where worker.comfyui_home looks first (also without the rest of the settings)."""
+    value = _env("COMFYUI_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def default_runpod_log_level(level: str = "INFO") -> None:
+    """Set ``RUNPOD_LOG_LEVEL`` unless the operator set it (or the older ``RUNPOD_DEBUG_LEVEL``)."""
+    if not (_env("RUNPOD_LOG_LEVEL") or _env("RUNPOD_DEBUG_LEVEL")):
+        os.environ["RUNPOD_LOG_LEVEL"] = level

@@ -1,4 +1,5 @@
-"""Failure kinds of the worker, each with a stable ``code`` the job answer carries.
+"""Failure kinds of the worker, each with a stable ``code`` the job answer carries (every code of the
+project, worker, model_fetch and pack, is in docs/errors.md).
 
 A job never ends in a bare traceback: every failure becomes ``WorkerError.to_answer()``,
 ``{"error": <message>, "code": <code>, "details": [<lines>], ...fields}`` (``details`` as

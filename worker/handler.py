@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -26,21 +25,26 @@ def runtime() -> Runtime:
 
 
 class ProgressReporter:
-    """Sends progress to the RunPod client (at most every ``interval`` s, stage changes at once); logs it locally."""
+    """Renders a job's progress events: logs them and, on RunPod (``remote``), sends them to the client.
 
-    def __init__(self, job: dict, interval: float = 2.0) -> None:
+    Events are throttled per stream, a stream being one ``(stage, file)``: at most one every ``interval``
+    s, but a new stream or a new ``phase`` of a stream (a file's ``verify``, its ``done``) always passes.
+    The events themselves come from model_fetch (files) and ComfyUI (sampling); nothing is computed here.
+    """
+
+    def __init__(self, job: dict, interval: float = 2.0, remote: bool = False) -> None:
         self.job = job
         self.interval = interval
-        self.last = 0.0
-        self.last_stage: str | None = None
-        self.remote = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and "id" in job
+        self.remote = remote and "id" in job
+        self.sent: dict[tuple, tuple[float, object]] = {}  # stream -> (time, phase) of its last event sent
 
     def __call__(self, event: dict) -> None:
         now = time.monotonic()
-        stage = event.get("stage")
-        if stage == self.last_stage and now - self.last < self.interval:
+        stream, phase = (event.get("stage"), event.get("file")), event.get("phase")
+        last = self.sent.get(stream)
+        if last is not None and last[1] == phase and now - last[0] < self.interval:
             return
-        self.last, self.last_stage = now, stage
+        self.sent[stream] = (now, phase)
         log.info("progress %s", event)
         if self.remote:
             import runpod
@@ -53,7 +57,7 @@ class ProgressReporter:
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     rt = runtime()
-    result = jobs.handle(job.get("input"), rt, ProgressReporter(job), job_id=str(job.get("id", "local")))
+    result = jobs.handle(job.get("input"), rt, ProgressReporter(job, remote=rt.settings.runpod_remote), job_id=str(job.get("id", "local")))
     if rt.settings.refresh_worker:
         result["refresh_worker"] = True
     return result

@@ -17,8 +17,8 @@ import model_fetch
 from . import outputs as out
 from .comfy_client import ComfyClient, Progress, output_files
 from .errors import ComfyNotFound, InvalidInput, ModelsUnavailable, WorkerError
-from .inputs import load_image, safe_name, unique_name
-from .job_input import Job, parse_job
+from .images import load_image, safe_name, unique_name
+from .job_parse import Job, parse_job
 from .runtime import Runtime
 from .workflows import apply_params, load_workflow
 
@@ -160,11 +160,11 @@ def _collect(entry: dict, ctx: JobContext) -> list[out.OutputFile]:
 def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
     """(mode, bucket) of the job's outputs, checked before anything runs. Without ``output.mode``,
     ``BUCKET_ENDPOINT_URL`` switches S3 on, as in worker-comfyui."""
-    s, spec = ctx.runtime.settings, job.output
-    mode = spec.mode or s.output_mode
+    s, spec = ctx.runtime.settings.output, job.output
+    mode = spec.mode or s.mode
     if mode != "s3":
         return mode, None
-    bucket = spec.bucket or s.output_bucket or out.bucket_of_endpoint(s.bucket_endpoint_url)
+    bucket = spec.bucket or s.bucket or out.bucket_of_endpoint(s.bucket_endpoint_url)
     if not bucket:
         raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or a "
                                             "BUCKET_ENDPOINT_URL of the form https://BUCKET.s3.REGION.amazonaws.com)")
@@ -172,13 +172,13 @@ def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
 
 
 def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
-    s, spec = ctx.runtime.settings, job.output
+    s, spec = ctx.runtime.settings.output, job.output
     mode, bucket = target
     if mode == "s3" and bucket:
         from model_fetch import s3_client
 
-        prefix = f"{spec.prefix or s.output_prefix}/{ctx.job_id}"
-        expires = int(spec.expires_in or s.output_url_expires)
+        prefix = f"{spec.prefix or s.prefix}/{ctx.job_id}"
+        expires = int(spec.expires_in or s.url_expires)
         return out.to_s3(files, s3_client(ctx.runtime.fetch_settings), bucket, prefix, expires)
     return out.as_base64(files, s.max_base64_bytes)
 
@@ -285,7 +285,7 @@ def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str
     """Answer one job: a result dict, or ``{"error", "code", ...}``. Never raises, never hangs."""
     ctx = JobContext(runtime, report or (lambda _: None), job_id)
     try:
-        job = parse_job(raw)
+        job = parse_job(raw, runtime.settings)
         return run_workflow(job, ctx) if job.action == "run" else run_action(job, ctx)
     except WorkerError as exc:
         log.warning("job %s failed: %s (%s)", job_id, exc.message, exc.code)

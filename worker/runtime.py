@@ -8,6 +8,7 @@ it when it has died since the last job.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +41,16 @@ class Runtime:
     def store(self) -> model_fetch.Store:
         return model_fetch.Store.from_settings(self.fetch_settings)
 
-    def model_paths_file(self) -> Path:
-        """Write (or reuse) the extra_model_paths.yaml that maps our models roots into ComfyUI."""
-        if self.settings.extra_model_paths is not None and self.settings.extra_model_paths.is_file():
-            return self.settings.extra_model_paths
-        path = self.settings.extra_model_paths or self.settings.base_dir / "extra_model_paths.yaml"
-        return model_fetch.write_paths(path, settings=self.fetch_settings)
+    def user_model_paths(self) -> list[Path]:
+        """The operator's own ``extra_model_paths.yaml`` (``WORKER_EXTRA_MODEL_PATHS``), when there is one.
+        model_fetch's roots reach ComfyUI through the pack, not through a file (docs/design.md)."""
+        path = self.settings.extra_model_paths
+        return [path] if path is not None and path.is_file() else []
+
+    def comfy_env(self) -> dict[str, str]:
+        """What ComfyUI's process gets besides the worker's environment: the worker's models roots, so the
+        pack registers exactly the roots the worker plans and fetches into (fetch_setup.register_roots)."""
+        return {"MODEL_FETCH_MODELS_DIR": os.pathsep.join(str(root) for root in self.store().roots)}
 
     def comfyui_dir(self) -> Path:
         """The ComfyUI install (``COMFYUI_DIR``, else the first found); ``ComfyNotFound`` when there is none."""
@@ -61,8 +66,7 @@ class Runtime:
 
     def comfy_folders(self) -> model_fetch.ComfyFolders:
         """Where ComfyUI itself finds models: its install's and base directory's models/, its YAML files."""
-        extra = [self.settings.extra_model_paths] if self.settings.extra_model_paths else []
-        return model_fetch.ComfyFolders.of_install(self.comfyui_dir(), self.settings.base_dir, extra)
+        return model_fetch.ComfyFolders.of_install(self.comfyui_dir(), self.settings.base_dir, self.user_model_paths())
 
     def install_models_file(self, comfyui: Path) -> list[Path]:
         """A YAML mapping the install's own ``models/`` folders into ComfyUI, which ``--base-directory`` hides."""
@@ -80,7 +84,8 @@ class Runtime:
     def _make_process(self) -> ComfyProcess:
         comfyui = self.comfyui_dir()
         return ComfyProcess(ComfySettings(comfyui_dir=Path(comfyui), base_dir=self.settings.base_dir,
-                                          extra_model_paths=[self.model_paths_file(), *self.install_models_file(comfyui)],
+                                          extra_model_paths=[*self.user_model_paths(), *self.install_models_file(comfyui)],
+                                          env=self.comfy_env(),
                                           host=self.settings.host,
                                           port=self.settings.port, cpu=self.settings.cpu,
                                           extra_args=list(self.settings.comfy_args),

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from .comfy_log import LogPump
+from .config import child_env
 from .errors import ComfyUnavailable
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class ComfyProcess:
             return
         prepare_base_dir(self.settings)
         log.info("starting ComfyUI on %s", self.url)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.settings.env}
+        env = child_env(PYTHONUNBUFFERED="1", **self.settings.env)
         self.proc = subprocess.Popen(self.command(), cwd=self.settings.comfyui_dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
@@ -154,16 +155,3 @@ class ComfyProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
-
-    def restart(self, timeout: float = 180.0) -> None:
-        self.stop()
-        self.start()
-        self.wait_ready(timeout)
-
-    def ensure_running(self, timeout: float = 180.0) -> None:
-        """Start ComfyUI if it is not running (first job, or after it died)."""
-        if not self.alive():
-            if self.starts:
-                log.warning("ComfyUI is not running (exit code %s); restarting", self.proc.returncode if self.proc else None)
-            self.start()
-        self.wait_ready(timeout)

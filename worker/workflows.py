@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import DEFAULT_WORKFLOW, WORKFLOWS_DIR
 from .errors import InvalidInput
 from .ui_to_api import is_ui_workflow, ui_to_api
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
-DEFAULT_WORKFLOW = "wan22_i2v_gguf"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PARAM_TYPES = ("integer", "number", "string", "image")
 ROUNDING = {"floor": math.floor, "ceil": math.ceil, "nearest": lambda x: math.floor(x + 0.5)}

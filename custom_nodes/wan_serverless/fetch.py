@@ -24,25 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from . import fetch_setup, lookup
+from .errors import ModelFetchFailed, UnknownModels
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # how often a waiting loader looks at its download's progress
 RATE_WINDOW_S = 5.0  # the download rate shown is averaged over this many seconds
 MARK = "\u2913"  # ⤓, shown before fetchable models in the graph editor (web/model_fetch.js)
-
-
-class ModelFetchFailed(RuntimeError):
-    """A manifest model could not be fetched; the message says which file, from where, and why."""
-
-
-class UnknownModels(ValueError):
-    """Names given to ``pull`` that no manifest lists."""
-
-    def __init__(self, names: list[str]) -> None:
-        super().__init__(f"no model_fetch manifest lists {', '.join(repr(n) for n in names)}: use the names "
-                         f"GET /model_fetch/status shows, or add entries to a manifest (MODEL_FETCH_MANIFEST)")
-        self.names = names
 
 
 def human_bytes(n: int | None) -> str:

@@ -18,36 +18,12 @@ Chosen with the environment variable ``WAN_GGUF_RESIDENT`` (read at each load):
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
+from .config import resident_mode, resident_reserve_bytes
+
 log = logging.getLogger(__name__)
-
-ENV = "WAN_GGUF_RESIDENT"
-RESERVE_ENV = "WAN_GGUF_RESIDENT_RESERVE_MB"
-MODES = ("off", "auto", "on")
-
-
-def mode() -> str:
-    """The configured mode; an unknown value is an error naming the variable."""
-    value = os.environ.get(ENV, "off").strip().lower() or "off"
-    if value in ("0", "false", "no"):
-        value = "off"
-    elif value in ("1", "true", "yes"):
-        value = "on"
-    if value not in MODES:
-        raise ValueError(f"{ENV}={value!r}: expected one of {', '.join(MODES)}")
-    return value
-
-
-def reserve_bytes() -> int:
-    raw = os.environ.get(RESERVE_ENV, "2048")
-    try:
-        return int(float(raw) * 2**20)
-    except ValueError:
-        raise ValueError(f"{RESERVE_ENV}={raw!r}: expected a number of MiB") from None
-
 
 def resident_bytes(model: torch.nn.Module, dtype: torch.dtype, is_packed) -> int:
     """Bytes the model's packed weights take once dequantized to ``dtype``."""
@@ -58,7 +34,7 @@ def resident_bytes(model: torch.nn.Module, dtype: torch.dtype, is_packed) -> int
 def decide(model: torch.nn.Module, device: torch.device | None, dtype: torch.dtype, full: bool, is_packed,
            free_memory) -> bool:
     """Whether this load goes resident (``free_memory(device)`` gives the device's free bytes)."""
-    chosen = mode()
+    chosen = resident_mode()
     if chosen == "off" or device is None or not full:
         return False
     need = resident_bytes(model, dtype, is_packed)
@@ -66,7 +42,7 @@ def decide(model: torch.nn.Module, device: torch.device | None, dtype: torch.dty
         return False
     if chosen == "auto":
         free = free_memory(device)
-        if need + reserve_bytes() > free:
+        if need + resident_reserve_bytes() > free:
             log.info("resident mode: %.1f GiB of %s weights do not fit in %.1f GiB free on %s; dequantizing "
                      "on the fly", need / 2**30, dtype, free / 2**30, device)
             return False

@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from . import fetch, workflow_plan
+from .errors import UnknownModels
 
 log = logging.getLogger(__name__)
 _registered: set[int] = set()
@@ -103,8 +104,8 @@ async def post_pull(request: web.Request) -> web.Response:
         return _error(400, "model_fetch_refused", refused["error"]["details"])
     try:
         started = await asyncio.to_thread(ctx.pull, names)
-    except fetch.UnknownModels as exc:
-        return _error(400, "model_unknown", str(exc), unknown=exc.names)
+    except UnknownModels as exc:
+        return web.json_response(exc.to_answer(), status=400)
     except ctx.mf.ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
     log.info("model_fetch pull: started %d, already running %d, present %d",

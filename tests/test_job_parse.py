@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker.config import DEFAULT_MAX_INPUT_MB
 from worker.errors import InvalidInput
-from worker.job_input import (DEFAULT_MAX_INPUT_MB, ImageInput, Job, OutputSpec, base64_chars, load_schema,
+from worker.job_parse import (ImageInput, Job, OutputSpec, base64_chars, load_schema,
                               parse_job)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Turn job image fields (base64, data URI, https URL) into bytes, safely.
+"""Job images: turn image fields (base64, data URI, https URL) into bytes, safely.
 
 URLs are https-only and may not point at loopback, private, link-local or other reserved
 addresses (checked on every redirect hop, by ``model_fetch.check_public_host``, the rule shared with model URLs

@@ -1,11 +1,11 @@
-"""Job input: validate a RunPod job's ``input`` against ``job_schema.json`` and return a ``Job``.
+"""Job parsing: validate a RunPod job's ``input`` against ``job_schema.json`` and return a ``Job``.
 
 The first violation becomes ``InvalidInput(<dotted field path>, <message>)`` (``params.width``,
-``images.0.name``); messages never echo large values. Limits follow the worker's settings:
-image fields hold at most the base64 of ``WORKER_MAX_INPUT_MB`` (default 25) MB (or
-``parse_job(..., max_image_chars=...)``), ``WORKER_ALLOW_HTTP_URLS=1`` admits ``http://`` image URLs,
-``timeout`` is capped by ``WORKER_TIMEOUT_MAX`` (default 3600 s); ``WORKER_DEFAULT_WORKFLOW`` names
-the workflow a job without one runs.
+``images.0.name``); messages never echo large values. Limits follow the worker's settings
+(``WorkerSettings``, from the environment when none is given): image fields hold at most the base64
+of ``max_input_bytes`` (``WORKER_MAX_INPUT_MB``, default 25 MB of 10^6 bytes; or
+``parse_job(..., max_image_chars=...)``), ``allow_http_urls`` admits ``http://`` image URLs,
+``timeout`` is capped by ``timeout_max``; ``default_workflow`` names the workflow a job without one runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import copy
 import functools
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,10 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from .config import DEFAULT_WORKFLOW, WorkerSettings
 from .errors import InvalidInput
 
 SCHEMA_PATH = Path(__file__).with_name("job_schema.json")
-MB = 1000 * 1000  # as worker.config counts WORKER_MAX_INPUT_MB
-DEFAULT_MAX_INPUT_MB = 25
-DEFAULT_MAX_TIMEOUT = 3600.0
-DEFAULT_WORKFLOW = "wan22_i2v_gguf"
 ACTIONS_WITH_PARAMS = ("run",)
 _TYPE_WORDS = {"object": "an object", "array": "an array", "string": "a string", "integer": "an integer",
                "number": "a number", "boolean": "a boolean", "null": "null"}
@@ -84,25 +80,16 @@ def _validator(max_image_chars: int, allow_http: bool, max_timeout: float) -> js
     return jsonschema.Draft202012Validator(schema)
 
 
-def _env_number(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, default))
-    except ValueError:
-        return default
-    return value if math.isfinite(value) and value > 0 else default
-
-
 def base64_chars(n_bytes: int) -> int:
     """Characters of base64 (plus room for a data: URI header) that encode ``n_bytes``."""
     return 4 * math.ceil(n_bytes / 3) + 256
 
 
-def _limits(max_image_chars: int | None) -> tuple[int, bool, float]:
-    """Image size, http:// admission and timeout cap from the worker's environment."""
-    chars = max_image_chars or base64_chars(int(_env_number("WORKER_MAX_INPUT_MB", DEFAULT_MAX_INPUT_MB) * MB))
-    allow_http = os.environ.get("WORKER_ALLOW_HTTP_URLS", "").strip().lower() in ("1", "true", "yes", "on")
-    max_timeout = _env_number("WORKER_TIMEOUT_MAX", DEFAULT_MAX_TIMEOUT)
-    return chars, allow_http, int(max_timeout) if max_timeout.is_integer() else max_timeout
+def _limits(settings: WorkerSettings, max_image_chars: int | None) -> tuple[int, bool, float]:
+    """Image size, http:// admission and timeout cap from the worker's settings."""
+    chars = max_image_chars or base64_chars(settings.max_input_bytes)
+    max_timeout = float(settings.timeout_max)
+    return chars, settings.allow_http_urls, int(max_timeout) if max_timeout.is_integer() else max_timeout
 
 
 def _path(parts: Any) -> str:
@@ -181,9 +168,11 @@ def _check_values(raw: dict) -> None:
                 raise InvalidInput(f"output.{key}", "is only used with mode 's3'")
 
 
-def parse_job(raw: Any, max_image_chars: int | None = None) -> Job:
+def parse_job(raw: Any, settings: WorkerSettings | None = None, max_image_chars: int | None = None) -> Job:
     """Validate a job's ``input`` (an object, or a JSON string of one as some worker-comfyui clients send)
-    and return it as a ``Job``; raise ``InvalidInput`` naming the field."""
+    and return it as a ``Job``; raise ``InvalidInput`` naming the field. ``settings``: the worker's
+    (``WorkerSettings.from_env()`` when None)."""
+    settings = settings if settings is not None else WorkerSettings.from_env()
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -191,7 +180,7 @@ def parse_job(raw: Any, max_image_chars: int | None = None) -> Job:
             raise InvalidInput("input", "is a string but not valid JSON; send an object") from None
     if not isinstance(raw, dict):
         raise InvalidInput("input", "must be an object (or a JSON string of one)")
-    validator = _validator(*_limits(max_image_chars))
+    validator = _validator(*_limits(settings, max_image_chars))
     try:
         error = next(iter(validator.iter_errors(raw)), None)
     except RecursionError:
@@ -202,7 +191,7 @@ def parse_job(raw: Any, max_image_chars: int | None = None) -> Job:
     output = raw.get("output") or {}
     timeout = raw.get("timeout")
     return Job(
-        workflow=raw.get("workflow", os.environ.get("WORKER_DEFAULT_WORKFLOW") or DEFAULT_WORKFLOW),
+        workflow=raw.get("workflow", settings.default_workflow),
         params=dict(raw.get("params") or {}),
         images=tuple(ImageInput(i["name"], i["image"]) for i in raw.get("images") or []),
         output=OutputSpec(output.get("mode"), output.get("bucket"), output.get("prefix"), output.get("expires_in")),

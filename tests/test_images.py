@@ -11,7 +11,7 @@ import pytest
 from tests.graphs import input_png
 from worker.config import WorkerSettings
 from worker.errors import InvalidInput
-from worker.inputs import load_image, safe_name
+from worker.images import load_image, safe_name
 
 PNG = input_png(8, 8)
 DEFAULT = WorkerSettings()
@@ -99,16 +99,16 @@ def test_url_fetch_when_allowed(http_server):
 def test_redirect_hops_are_rechecked(http_server, monkeypatch):
     """The test server itself is on loopback, so only its host is let through; the redirect target
     (10.0.0.1) goes through the real check and must be refused."""
-    import worker.inputs as inputs
+    import worker.images as images
 
-    real = inputs.check_url
+    real = images.check_url
 
     def let_test_server_through(url, field, settings):
         if url.startswith(http_server):
             return None
         return real(url, field, settings)
 
-    monkeypatch.setattr(inputs, "check_url", let_test_server_through)
+    monkeypatch.setattr(images, "check_url", let_test_server_through)
     with pytest.raises(InvalidInput, match=r"non-public address \(10\.0\.0\.1\)"):
         load_image(f"{http_server}/redirect-internal", "params.image", DEFAULT.with_(allow_http_urls=True))
 
