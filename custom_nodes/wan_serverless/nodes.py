@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 import folder_paths
@@ -59,6 +59,7 @@ class ModelLoader:
     FOLDER: ClassVar[str]
     INPUT: ClassVar[str]
     EXTENSIONS: ClassVar[set[str]]
+    LOAD: ClassVar[Callable[[str], object]]
     CATEGORY = CATEGORY
     FUNCTION = "load"
 
@@ -75,11 +76,15 @@ class ModelLoader:
     def path(cls, name: str) -> str:
         return resolve_model(cls.FOLDER, name)
 
+    def load(self, **inputs):
+        """The loaded model from the file the ``INPUT`` input names (``LOAD`` reads it)."""
+        return (self.LOAD(self.path(inputs[self.INPUT])),)
+
 
 class DiffusionModelLoader(ModelLoader):
     """A loader whose model input is ``unet_name`` (ComfyUI reads ``VALIDATE_INPUTS``' argument names)."""
 
-    FOLDER, INPUT = "diffusion_models", "unet_name"
+    FOLDER, INPUT, LOAD = "diffusion_models", "unet_name", staticmethod(load_diffusion_model)
     RETURN_TYPES = ("MODEL",)
 
     @classmethod
@@ -90,7 +95,7 @@ class DiffusionModelLoader(ModelLoader):
 class TextEncoderLoader(ModelLoader):
     """A loader whose model input is ``clip_name``."""
 
-    FOLDER, INPUT = "text_encoders", "clip_name"
+    FOLDER, INPUT, LOAD = "text_encoders", "clip_name", staticmethod(load_wan_text_encoder)
     RETURN_TYPES = ("CLIP",)
 
     @classmethod
@@ -106,9 +111,6 @@ class WanUnetLoaderGGUF(DiffusionModelLoader):
     DESCRIPTION = ("Loads a WAN diffusion model. GGUF weights stay quantized in memory and are dequantized "
                    "layer by layer when the model runs; LoRAs apply on top at that point. " + FETCH_NOTE)
 
-    def load(self, unet_name: str):
-        return (load_diffusion_model(self.path(unet_name)),)
-
 
 class WanTextEncoderLoader(TextEncoderLoader):
     """umt5 text encoder for WAN from .safetensors or .gguf, any size (config read off the weights)."""
@@ -118,9 +120,6 @@ class WanTextEncoderLoader(TextEncoderLoader):
     DESCRIPTION = ("Loads a umt5 text encoder of any size for WAN (.safetensors, or .gguf in llama.cpp's T5 "
                    "layout); the config comes from the weights. " + FETCH_NOTE)
 
-    def load(self, clip_name: str):
-        return (load_wan_text_encoder(self.path(clip_name)),)
-
 
 # --- community-compatible names ---------------------------------------------------------------------
 
@@ -129,10 +128,6 @@ class UnetLoaderGGUF(DiffusionModelLoader):
 
     TITLE = "Unet Loader (GGUF, WAN serverless)"
     EXTENSIONS = {GGUF}
-    FUNCTION = "load_unet"
-
-    def load_unet(self, unet_name: str):
-        return (load_diffusion_model(self.path(unet_name)),)
 
 
 class CLIPLoaderGGUF(TextEncoderLoader):
