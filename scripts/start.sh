@@ -15,10 +15,6 @@ if [ -d /runpod-volume ]; then
   export HF_HOME="${HF_HOME:-/runpod-volume/.cache/huggingface}"
   export XDG_CACHE_HOME="${XDG_CACHE_HOME:-/runpod-volume/.cache}"
   export UV_CACHE_DIR="${UV_CACHE_DIR:-/runpod-volume/.cache/uv}"
-  # A new volume is empty: without its models folder model-fetch would fill the container disk.
-  if [ -z "${MODEL_FETCH_MODELS_DIR:-}" ]; then
-    mkdir -p "${MODEL_FETCH_VOLUME_DIR:-/runpod-volume/models}"
-  fi
 fi
 
 base="${WORKER_COMFY_BASE_DIR:-/tmp/comfyui-worker}"
