@@ -67,7 +67,7 @@ def preflight(name: str, folder: Path, size: int | None, settings: Settings) -> 
     free = shutil.disk_usage(folder).free
     need = max(0, size - allocated(part_path(folder / name)))
     if need + settings.min_free_bytes > free:
-        raise NotEnoughSpace(name, str(folder), need, free)
+        raise NotEnoughSpace(name, str(folder), need, free, settings.min_free_bytes)
 
 
 class Download:
@@ -91,6 +91,7 @@ class Download:
         self.done_bytes = 0
         self.fetched = 0
         self.size: int | None = expected_size
+        self.resumed = False  # bytes of an earlier run were kept (a sha256 mismatch may then be theirs)
 
     # -- helpers --------------------------------------------------------------------------
     def _with_retries(self, what: str, fn, attempts: int):
@@ -116,7 +117,8 @@ class Download:
         probe: Probe = self._with_retries(f"probe {self.t.label}", self.t.probe, self.probe_attempts)
         self.size = probe.size
         if self.expected_size is not None and probe.size is not None and probe.size != self.expected_size:
-            raise IntegrityError(self.final.name, f"size {self.expected_size}", f"size {probe.size}", self.t.label)
+            raise IntegrityError(self.final.name, f"{self.expected_size} bytes", f"{probe.size} bytes", self.t.label,
+                                 what="size")
         expected = self.expected_sha256 or probe.sha256
         if probe.sha256 and self.expected_sha256 and probe.sha256 != self.expected_sha256:
             raise IntegrityError(self.final.name, self.expected_sha256, probe.sha256, self.t.label + " (declared)")
@@ -187,6 +189,7 @@ class Download:
                      identity: str) -> str:
         view = memoryview(mm) if mm is not None else None
         done = set(jr.done)
+        self.resumed = bool(done or jr.partial)
         self.done_bytes = journal_mod.done_bytes(header, done, jr.partial)
         if done or jr.partial:
             log.info("%s: resuming, %d of %d chunks already here (%d in part)", self.final.name, len(done),

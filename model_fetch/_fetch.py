@@ -17,14 +17,16 @@ from pathlib import Path
 from . import _journal as journal
 from .config import Settings
 from ._engine import Download, preflight
-from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace, OfflineError,
-                     SourceNotFound)
+from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NoSource, NotEnoughSpace,
+                     OfflineError, SourceNotFound, os_error)
 from ._hashing import sha256_file
 from ._lease import Lease
 from ._manifest import WORKFLOW_ORIGIN, ModelEntry
 from ._progress import FileProgress, PerFileThrottle
 from ._transports import is_network, transport_for
-from ._store import Store, journal_path, part_path
+from ._store import Store, journal_path, part_path, writable
+from .config import MiB
+from .errors import human_bytes
 
 log = logging.getLogger(__name__)
 OnProgress = Callable[[FileProgress], None]
@@ -164,7 +166,9 @@ class Fetcher:
                 except IntegrityError as exc:
                     failures.append(exc)
                     log.warning("%s", exc)
-                    continue
+                    if dl.resumed:  # the bytes of an earlier run (a power loss?) may be the bad ones: once more
+                        continue
+                    break
                 except (SourceNotFound, DownloadError) as exc:
                     failures.append(exc)
                     if i + 1 < len(sources):
@@ -183,6 +187,35 @@ class Fetcher:
             raise failures[-1]
         raise DownloadError(f"{entry.describe()}: every source failed: " + "; ".join(str(f) for f in failures))
 
+    def _check_source(self, entry: ModelEntry) -> None:
+        """``no_source`` for an entry with neither ``url`` nor ``mirrors`` (nor a configured S3 mirror)."""
+        if not entry.sources and not self.settings.mirror_writeback:
+            raise NoSource(f"{entry.describe()} (from {entry.origin or 'a manifest'}) has no 'url' and no 'mirrors' "
+                           "to download it from: add one to the manifest, or place the file there yourself")
+
+    def _place(self, entry: ModelEntry) -> Path:
+        """Where ``entry``'s download lands: the first writable root, unless its filesystem cannot hold the
+        manifest's size plus the headroom (``MODEL_FETCH_MIN_FREE_MB``) and a later root can (a too-full
+        volume falls back to the local root). A root that already holds a partial download of it wins."""
+        first = self.store.target(entry)
+        if entry.size is None:
+            return first
+        later = self.store.roots[self.store.roots.index(self.store.write_root()) + 1:]
+        candidates = [first] + [root / first.parent.name / entry.name for root in later]
+        for path in candidates:
+            if part_path(path).exists():
+                return path
+        for path in candidates:
+            if path != first and not writable(path.parent.parent):
+                continue
+            if _free(path.parent) >= entry.size + self.settings.min_free_bytes:
+                if path != first:
+                    log.warning("%s: %s lacks %s free (size + %d MiB headroom); downloading to %s", entry.name,
+                                first.parent.parent, human_bytes(entry.size + self.settings.min_free_bytes),
+                                self.settings.min_free_bytes // MiB, path.parent.parent)
+                return path
+        return first  # nowhere fits: the preflight names the folder, the need, the headroom and the free space
+
     # -- one entry, many entries ------------------------------------------------------------
     def try_ensure(self, entry: ModelEntry) -> Fetched | None:
         """Fetch ``entry`` unless another process is downloading it (then None)."""
@@ -191,12 +224,14 @@ class Fetcher:
             self.emit(FileProgress(entry.name, entry.directory, "present", found.path.stat().st_size,
                                found.path.stat().st_size))
             return found
+        self._check_source(entry)
         if self.settings.offline and not self.sources(entry):
             raise OfflineError([entry.describe()])
-        final = self.store.target(entry)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        with _os_errors():
+            final = self._place(entry)
+            final.parent.mkdir(parents=True, exist_ok=True)
         lease = self._lease_for(final)
-        with _space_errors(entry, final):
+        with _os_errors(), _space_errors(entry, final, self.settings.min_free_bytes):
             if not lease.try_acquire():
                 return None
             try:
@@ -217,7 +252,7 @@ class Fetcher:
                     result.action = "waited"
                 return result
             waited = True
-            final = self.store.target(entry)
+            final = self._place(entry)
             lease = self._lease_for(final)
             self._wait_report(entry, final, lease)
             if time.monotonic() > deadline:
@@ -230,6 +265,9 @@ class Fetcher:
     def ensure(self, entries: Iterable[ModelEntry]) -> EnsureReport:
         """Every entry present; files other processes are downloading are waited on last."""
         entries = list(entries)
+        for entry in entries:
+            if self.store.find(entry) is None:
+                self._check_source(entry)
         if self.settings.offline:
             missing = [e.describe() for e in entries if self.store.find(e) is None and not self.sources(e)]
             if missing:
@@ -247,7 +285,29 @@ class Fetcher:
 
 
 @contextlib.contextmanager
-def _space_errors(entry: ModelEntry, final: Path):
+def _os_errors():
+    """A folder that cannot be written (read-only volume, permissions) becomes ``StorageError``, naming it."""
+    try:
+        yield
+    except ModelFetchError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise os_error(exc) from None
+
+
+@contextlib.contextmanager
+def _free(folder: Path) -> int:
+    """Free bytes on the filesystem that holds (or will hold) ``folder``."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return shutil.disk_usage(path).free
+    return 0
+
+
+@contextlib.contextmanager
+def _space_errors(entry: ModelEntry, final: Path, headroom: int):
     """The filesystem filled up after the preflight (another writer): any write failing with ENOSPC/EDQUOT
     (chunk journal, lease, stamp) becomes NotEnoughSpace, one clear error; a ``.part`` stays resumable."""
     try:
@@ -257,7 +317,8 @@ def _space_errors(entry: ModelEntry, final: Path):
             raise
         part = part_path(final)
         need = entry.size or (part.stat().st_size if part.exists() else 0)
-        raise NotEnoughSpace(entry.name, str(final.parent), need, shutil.disk_usage(final.parent).free) from None
+        raise NotEnoughSpace(entry.name, str(final.parent), need, shutil.disk_usage(final.parent).free,
+                             headroom) from None
 
 
 def ensure_entries(entries: Iterable[ModelEntry], store: Store, settings: Settings,

@@ -15,6 +15,11 @@ FOLDERS: dict[str, tuple[str, ...]] = {
     "controlnet": ("controlnet",),
 }
 ALIASES = {"unet": "diffusion_models", "clip": "text_encoders"}
+# every model folder ComfyUI 0.8.0 searches (folder_paths.folder_names_and_paths, less custom_nodes), and aliases
+COMFYUI_FOLDERS: tuple[str, ...] = (
+    "checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision", "style_models",
+    "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models", "latent_upscale_models",
+    "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders", *ALIASES)
 
 # API-format loader nodes: class_type -> {input name: folder}
 LOADER_INPUTS: dict[str, dict[str, str]] = {
@@ -51,3 +56,17 @@ def search_dirs(folder: str) -> tuple[str, ...]:
     """Directories (relative to a models root) searched for ``folder``."""
     c = canonical(folder)
     return FOLDERS.get(c, (c,))
+
+
+def unknown_folder_hint(folder: str) -> str | None:
+    """None if ComfyUI searches ``folder``; else why not, suggesting the folder meant (``LoRAs`` -> ``loras``)."""
+    import difflib
+
+    name = folder.strip().strip("/")
+    if name in COMFYUI_FOLDERS:
+        return None
+    same_case = [f for f in COMFYUI_FOLDERS if f.lower() == name.lower()]
+    close = same_case or difflib.get_close_matches(name.lower(), COMFYUI_FOLDERS, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (f"{folder!r} is not a folder ComfyUI searches (names are case-sensitive): {hint}"
+            f"use one of {', '.join(COMFYUI_FOLDERS)}")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from .errors import ManifestError
-from ._folders import canonical
+from ._folders import canonical, unknown_folder_hint
 
 DEFAULT_MANIFEST = Path(__file__).with_name("default_manifest.json")
 URL_SCHEMES = ("http://", "https://", "hf://", "file://", "s3://")
@@ -72,6 +72,9 @@ def parse_entry(raw: Any, where: str, index: int) -> ModelEntry:
     directory = raw.get("directory")
     if not isinstance(directory, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", directory.strip()):
         raise ManifestError(where, f"'directory' must be a ComfyUI folder name such as diffusion_models, got {directory!r}", label)
+    hint = unknown_folder_hint(directory)
+    if hint:
+        raise ManifestError(where, f"'directory' {hint}", label)
     url = raw.get("url")
     mirrors = raw.get("mirrors") or []
     if isinstance(mirrors, str):
@@ -156,7 +159,10 @@ def read_manifest(path: Path) -> Manifest:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ManifestError(str(path), f"not valid YAML/JSON: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ManifestError(str(path), f"not valid YAML{where}: {problem}") from None
     return parse_manifest(data, str(path))
 
 

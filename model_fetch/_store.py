@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Settings
+from .errors import StorageError
 from ._folders import FOLDERS, canonical, search_dirs
 from ._manifest import ModelEntry
 
@@ -100,7 +101,8 @@ class Store:
                     break
                 log.warning("models root %s is not writable; trying the next one", root)
             else:
-                raise PermissionError(f"no writable models root among {', '.join(map(str, self.roots))}")
+                raise StorageError(f"no writable models root among {', '.join(map(str, self.roots))}: make one "
+                                   "writable, or point --models-dir / MODEL_FETCH_MODELS_DIR at a writable folder")
         return self._write_root
 
     # -- locations ------------------------------------------------------------------------

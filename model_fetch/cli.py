@@ -16,7 +16,8 @@ from pathlib import Path
 
 from . import defaults
 from .config import Settings
-from .errors import ModelFetchError, human_bytes
+from .errors import (IntegrityError, ModelFetchError, StorageError, UnknownModelError, UsageError, human_bytes,
+                     os_error)
 from ._manifest import Manifest, ModelEntry, load_manifest
 from ._store import Store
 
@@ -29,9 +30,38 @@ WAN 2.2 manifest. Names (pull NAME, verify NAME, push NAME) and workflows (plan,
 resolve across every loaded manifest: the built-in one (unless --no-default-manifest) and yours."""
 
 
+VERBS = ("status", "plan", "pull", "verify", "doctor", "paths", "gc", "push")
+#: options of one verb (True: takes a value) that may also come before the verb
+VERB_OPTIONS = {"--workflow": True, "--remote": False, "--output": True, "--to": True, "--partials": False}
+#: options every verb takes that take a value
+COMMON_VALUES = ("--manifest", "--models-dir", "--comfyui-dir", "--connections")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ``UsageError`` (code ``usage``, exit 2) instead of printing and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see `model-fetch --help`)")
+
+
+def hoist_verb_options(argv: list[str]) -> list[str]:
+    """``model-fetch --workflow x.json plan`` as ``model-fetch plan --workflow x.json``: a verb's own options
+    given before the verb move after it (the verb's parser then accepts or refuses them)."""
+    moved, before, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        name = token.split("=", 1)[0]
+        if token in VERBS:
+            return before + [token] + moved + argv[i + 1:]
+        takes = 1 if "=" not in token and (VERB_OPTIONS.get(name) or name in COMMON_VALUES) else 0
+        (moved if name in VERB_OPTIONS else before).extend(argv[i:i + 1 + takes])
+        i += 1 + takes
+    return argv
+
+
 def _common(late: bool) -> argparse.ArgumentParser:
     """Options every verb takes. ``late``: the copy after VERB, which must not overwrite earlier values."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     d = (lambda value: argparse.SUPPRESS) if late else (lambda value: value)
     pre = "late_" if late else ""
     common.add_argument("--manifest", action="append", type=Path, default=d([]), metavar="FILE", dest=pre + "manifest",
@@ -56,7 +86,7 @@ def _common(late: bool) -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     late = _common(late=True)
-    p = argparse.ArgumentParser(prog="model-fetch", description=__doc__.split("\n\n")[0], epilog=SCOPE_RULE,
+    p = _Parser(prog="model-fetch", description=__doc__.split("\n\n")[0], epilog=SCOPE_RULE,
                                 parents=[_common(late=False)], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
@@ -78,7 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("paths", parents=[late], help="write ComfyUI's extra_model_paths.yaml")
     sp.add_argument("--output", type=Path, default=Path("extra_model_paths.yaml"))
     sp.set_defaults(func=cmd_paths)
-    sp = sub.add_parser("gc", parents=[late], help="remove orphaned .part files, stale leases and stamps")
+    sp = sub.add_parser("gc", parents=[late], help="remove stale leases and stamps, quarantined and unresumable "
+                                                   "files; resumable partial downloads only with --partials")
+    sp.add_argument("--partials", action="store_true",
+                    help="also remove resumable partial downloads (.part with a journal); their progress is lost")
     sp.set_defaults(func=cmd_gc)
     sp = sub.add_parser("push", parents=[late], help="upload local files to the S3 mirror")
     sp.add_argument("names", nargs="*", metavar="NAME")
@@ -135,8 +168,25 @@ def _select(manifest: Manifest, scope: Manifest, names: list[str]) -> list[Model
         entry = manifest.find(name)
         (chosen.append(entry) if entry else unknown.append(name))
     if unknown:
-        raise ModelFetchError(f"not in any manifest: {', '.join(unknown)} (see `model-fetch status`)")
+        raise UnknownName(unknown)
     return chosen
+
+
+class UnknownName(UnknownModelError):
+    """``pull NAME``/``verify NAME``/``push NAME`` with a name no loaded manifest lists."""
+
+    def __init__(self, names: list[str]) -> None:
+        ModelFetchError.__init__(self, f"not in any manifest: {', '.join(names)} (see `model-fetch status`, "
+                                       "or add it to a manifest with --manifest)")
+        self.missing = [(name, "") for name in names]
+
+
+class Mismatch(IntegrityError):
+    """``verify``: files on disk whose sha256 is not the expected one."""
+
+    def __init__(self, names: list[str]) -> None:
+        ModelFetchError.__init__(self, f"sha256 mismatch: {', '.join(names)} (run `model-fetch pull` to replace)")
+        self.name, self.expected, self.actual = ", ".join(names), "", ""
 
 
 def _comfy_folders(args: argparse.Namespace, settings: Settings):
@@ -147,7 +197,7 @@ def _comfy_folders(args: argparse.Namespace, settings: Settings):
     if directory is None:
         return None
     if not (directory / "main.py").is_file():
-        raise ModelFetchError(f"--comfyui-dir {directory}: not a ComfyUI install (no main.py there)")
+        raise UsageError(f"--comfyui-dir {directory}: not a ComfyUI install (no main.py there)")
     return ComfyFolders.of_install(directory)
 
 
@@ -223,11 +273,14 @@ def cmd_verify(c: Context) -> int:
     from ._verifier import verify
 
     results = verify(c.select(c.args.names), c.store)
-    _emit(c.args, {"files": [r.as_dict() for r in results]},
-          "\n".join(f"{r.state:<9} {r.entry.directory}/{r.entry.name}" for r in results))
+    data = {"files": [r.as_dict() for r in results]}
     bad = [r for r in results if r.state == "mismatch"]
+    if not (bad and c.args.json):  # with --json a mismatch answers one document: the files and the error
+        _emit(c.args, data, "\n".join(f"{r.state:<9} {r.entry.directory}/{r.entry.name}" for r in results))
     if bad:
-        raise ModelFetchError(f"sha256 mismatch: {', '.join(r.entry.name for r in bad)} (run `model-fetch pull` to replace)")
+        exc = Mismatch([r.entry.name for r in bad])
+        exc.answer_extra = data
+        raise exc
     return 0
 
 
@@ -256,8 +309,10 @@ def cmd_paths(c: Context) -> int:
 def cmd_gc(c: Context) -> int:
     from ._cleanup import gc
 
-    report = gc(c.store, c.settings.lease_ttl)
-    _emit(c.args, report.as_dict(), f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}")
+    report = gc(c.store, c.settings.lease_ttl, partials=c.args.partials)
+    kept = (f"; kept {len(report.kept_partial)} resumable partial download(s) (`gc --partials` removes them)"
+            if report.kept_partial else "")
+    _emit(c.args, report.as_dict(), f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}{kept}")
     return 0
 
 
@@ -266,7 +321,7 @@ def cmd_push(c: Context) -> int:
 
     target = c.args.to or c.settings.mirror_writeback
     if not target:
-        raise ModelFetchError("push needs --to s3://BUCKET/PREFIX or MODEL_FETCH_MIRROR_WRITEBACK")
+        raise UsageError("push needs --to s3://BUCKET/PREFIX or MODEL_FETCH_MIRROR_WRITEBACK")
     results = push(c.select(c.args.names), c.store, c.settings, target)
     _emit(c.args, {"files": results}, "\n".join(f"{r['state']:<9} {r['url']}" for r in results))
     return 0
@@ -277,22 +332,38 @@ def run(args: argparse.Namespace) -> int:
     return args.func(Context.of(args))
 
 
+def _fail(exc: ModelFetchError, as_json: bool) -> int:
+    """One line ``error: …`` on stderr (red on a terminal); with ``--json`` one document on stdout. Exit 2 for
+    usage errors, else 1."""
+    red, reset = ("\033[31m", "\033[0m") if sys.stderr.isatty() else ("", "")
+    message = " ".join(str(exc).split())  # one line, whatever the cause's message holds
+    print(f"{red}error: {message}{reset}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({**getattr(exc, "answer_extra", {}), "error": message, "code": exc.code}, indent=2))
+    return 2 if isinstance(exc, UsageError) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = _merge_late(parser.parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _merge_late(_parser().parse_args(hoist_verb_options(argv)))
+    except UsageError as exc:
+        return _fail(exc, "--json" in argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="model-fetch: %(levelname)s: %(message)s")
     try:
         return run(args)
     except ModelFetchError as exc:
-        red, reset = ("\033[31m", "\033[0m") if sys.stderr.isatty() else ("", "")
-        print(f"{red}error: {exc}{reset}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"error": str(exc), "code": exc.code}))
-        return 1
+        return _fail(exc, args.json)
+    except OSError as exc:
+        return _fail(os_error(exc), args.json)
     except KeyboardInterrupt:
         print("interrupted; partial downloads resume on the next pull", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback for the user; -v logs it
+        logging.getLogger("model_fetch").debug("unexpected error", exc_info=True)
+        return _fail(ModelFetchError(f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"),
+                     args.json)
 
 
 if __name__ == "__main__":

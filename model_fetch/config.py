@@ -6,12 +6,26 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .errors import SettingError
+
 MiB = 1024 * 1024
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def _number(name: str, default: str, kind: type = float, minimum: float | None = 0, above: bool = False) -> float:
+    """The variable ``name`` as ``kind`` (int or float), checked against ``minimum`` (exclusive when ``above``)."""
+    raw = _env(name, default) or default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected {'a whole number' if kind is int else 'a number'}") from None
+    if minimum is not None and (value <= minimum if above else value < minimum):
+        raise SettingError(f"{name}={raw!r}: expected a number {'above' if above else 'of at least'} {minimum:g}")
+    return value
 
 
 def _truthy(value: str | None) -> bool:
@@ -41,10 +55,11 @@ class Settings:
     offline: bool = False
     connect_timeout: float = 10.0
     stall_timeout: float = 30.0  # no byte for this long on a connection: abandon and retry it
+    first_byte_timeout: float = 30.0  # a source's first answer: no answer for this long and it has failed
     max_attempts: int = 8  # per chunk
     backoff_base: float = 0.5
     backoff_max: float = 30.0
-    integrity_retries: int = 1  # full re-downloads after a sha256 mismatch
+    integrity_retries: int = 1  # full re-downloads after a sha256 mismatch of a *resumed* download
     lease_ttl: float = 30.0  # a lease without heartbeat for this long is stale
     lease_heartbeat: float = 5.0
     wait_timeout: float = 4 * 3600.0  # longest wait on another process's download
@@ -70,14 +85,15 @@ class Settings:
             local_dir=Path(_env("MODEL_FETCH_LOCAL_DIR", str(default_local_root()))).expanduser(),
             manifests=_paths(_env("MODEL_FETCH_MANIFEST")),
             include_default_manifest=not _truthy(_env("MODEL_FETCH_NO_DEFAULT_MANIFEST")),
-            connections=int(_env("MODEL_FETCH_CONNECTIONS", "8")),
-            chunk_size=int(float(_env("MODEL_FETCH_CHUNK_MB", "8")) * MiB),
+            connections=int(_number("MODEL_FETCH_CONNECTIONS", "8", int, 1)),
+            chunk_size=int(_number("MODEL_FETCH_CHUNK_MB", "8", float, 0, above=True) * MiB) or 1,
             offline=_truthy(env.get("HF_HUB_OFFLINE")) or _truthy(env.get("MODEL_FETCH_OFFLINE")),
-            stall_timeout=float(_env("MODEL_FETCH_STALL_TIMEOUT", "30")),
-            max_attempts=int(_env("MODEL_FETCH_MAX_ATTEMPTS", "8")),
-            lease_ttl=float(_env("MODEL_FETCH_LEASE_TTL", "30")),
-            wait_timeout=float(_env("MODEL_FETCH_WAIT_TIMEOUT", str(4 * 3600))),
-            min_free_bytes=int(float(_env("MODEL_FETCH_MIN_FREE_MB", "256")) * MiB),
+            stall_timeout=_number("MODEL_FETCH_STALL_TIMEOUT", "30", float, 0, above=True),
+            first_byte_timeout=_number("MODEL_FETCH_FIRST_BYTE_TIMEOUT", "30", float, 0, above=True),
+            max_attempts=int(_number("MODEL_FETCH_MAX_ATTEMPTS", "8", int, 1)),
+            lease_ttl=_number("MODEL_FETCH_LEASE_TTL", "30", float, 0, above=True),
+            wait_timeout=_number("MODEL_FETCH_WAIT_TIMEOUT", str(4 * 3600), float, 0),
+            min_free_bytes=int(_number("MODEL_FETCH_MIN_FREE_MB", "256", float, 0) * MiB),
             hf_token=_env("HF_TOKEN") or _env("HUGGING_FACE_HUB_TOKEN"),
             hf_endpoint=(_env("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/"),
             s3_endpoint_url=_env("BUCKET_ENDPOINT_URL") or _env("AWS_ENDPOINT_URL_S3") or _env("AWS_ENDPOINT_URL"),

@@ -68,10 +68,11 @@ class NotEnoughSpace(ModelFetchError):
 
     code = "disk_full"
 
-    def __init__(self, name: str, folder: str, need: int, free: int) -> None:
-        super().__init__(f"'{name}' needs {human_bytes(need)} in {folder}, {human_bytes(free)} free: "
+    def __init__(self, name: str, folder: str, need: int, free: int, headroom: int = 0) -> None:
+        kept = f" plus {headroom / 2**20:g} MiB headroom (MODEL_FETCH_MIN_FREE_MB)" if headroom else ""
+        super().__init__(f"'{name}' needs {human_bytes(need)}{kept} in {folder}, {human_bytes(free)} free: "
                          f"free space, or point MODEL_FETCH_MODELS_DIR at a larger volume")
-        self.name, self.folder, self.need, self.free = name, folder, need, free
+        self.name, self.folder, self.need, self.free, self.headroom = name, folder, need, free, headroom
 
 
 class IntegrityError(ModelFetchError):
@@ -79,10 +80,10 @@ class IntegrityError(ModelFetchError):
 
     code = "integrity_error"
 
-    def __init__(self, name: str, expected: str, actual: str, source: str) -> None:
-        super().__init__(f"'{name}' from {source}: sha256 {actual[:16]}… does not match expected {expected[:16]}…; "
-                         f"nothing was placed")
-        self.name, self.expected, self.actual = name, expected, actual
+    def __init__(self, name: str, expected: str, actual: str, source: str, what: str = "sha256") -> None:
+        super().__init__(f"'{name}' from {source}: expected {what} {expected}, got {actual}; nothing was placed "
+                         f"(check the manifest's {'hash' if what == 'sha256' else what} and the source)")
+        self.name, self.expected, self.actual, self.what = name, expected, actual, what
 
 
 class DownloadError(ModelFetchError):
@@ -113,7 +114,52 @@ class LeaseTimeout(ModelFetchError):
     code = "lease_timeout"
 
 
+class SettingError(ModelFetchError, ValueError):
+    """An environment variable holds a value its setting cannot take; the message names both."""
+
+    code = "settings_invalid"
+
+
+class StorageError(ModelFetchError, PermissionError):
+    """A models root or folder cannot be written (read-only, permissions)."""
+
+    code = "storage_unwritable"
+
+
+class NoSource(ModelFetchError):
+    """A manifest entry has neither ``url`` nor ``mirrors``: nothing to download it from."""
+
+    code = "no_source"
+
+
+class HostUnreachable(DownloadError):
+    """A source's host does not resolve, refuses connections or never answers: failing at once."""
+
+    code = "host_unreachable"
+
+
+class UploadError(ModelFetchError):
+    """Uploading to an S3 mirror failed (missing bucket, credentials, network)."""
+
+    code = "upload_failed"
+
+
 class UsageError(ModelFetchError):
     """Wrong command-line usage (exit code 2)."""
 
     code = "usage"
+
+
+def os_error(exc: OSError) -> ModelFetchError:
+    """An ``OSError`` from the filesystem as the error a user can act on: a folder that cannot be written is
+    ``storage_unwritable`` (naming it), a full one ``disk_full``-like text, anything else the base code."""
+    import errno
+
+    where = exc.filename or "a models folder"
+    if isinstance(exc, ModelFetchError):
+        return exc
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "read-only filesystem" if exc.errno == errno.EROFS else "permission denied"
+        return StorageError(f"cannot write {where} ({reason}): make it writable, or point --models-dir / "
+                            "MODEL_FETCH_MODELS_DIR at a writable folder")
+    return ModelFetchError(f"{where}: {exc.strerror or exc}")
