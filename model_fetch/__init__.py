@@ -127,11 +127,12 @@ def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manif
     return _verify([e for e in manifest if not wanted or e.name in wanted], store)
 
 
-def gc(*, settings: Settings | None = None, store: Store | None = None):
+def gc(*, settings: Settings | None = None, store: Store | None = None, partials: bool = False):
+    """Clean the models roots; resumable partial downloads are kept unless ``partials``."""
     from ._cleanup import gc as _gc
 
     settings, _, store = defaults(settings, Manifest(), store)
-    return _gc(store, settings.lease_ttl)
+    return _gc(store, settings.lease_ttl, partials=partials)
 
 
 def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict:

@@ -16,9 +16,11 @@ class GcReport:
     removed: list[str] = field(default_factory=list)
     freed_bytes: int = 0
     kept_active: list[str] = field(default_factory=list)
+    kept_partial: list[str] = field(default_factory=list)  # resumable downloads, kept unless ``partials``
 
     def as_dict(self) -> dict:
-        return {"removed": self.removed, "freed_bytes": self.freed_bytes, "kept_active": self.kept_active}
+        return {"removed": self.removed, "freed_bytes": self.freed_bytes, "kept_active": self.kept_active,
+                "kept_partial": self.kept_partial}
 
 
 def _remove(path: Path, report: GcReport) -> None:
@@ -31,8 +33,10 @@ def _remove(path: Path, report: GcReport) -> None:
         pass
 
 
-def gc(store: Store, lease_ttl: float = 30.0) -> GcReport:
-    """Remove orphaned ``.part`` files and journals, quarantined ``.corrupt-*`` files, stale leases and stamps."""
+def gc(store: Store, lease_ttl: float = 30.0, partials: bool = False) -> GcReport:
+    """Remove quarantined ``.corrupt-*`` files, journals without their ``.part``, ``.part`` files no journal can
+    resume, stale leases and stamps. A resumable partial download (``.part`` with its journal) is kept, since
+    the next pull continues it, unless ``partials``; an active download is never touched."""
     report = GcReport()
     for root in store.roots:
         if not root.is_dir():
@@ -48,6 +52,9 @@ def gc(store: Store, lease_ttl: float = 30.0) -> GcReport:
                     holder = lease.holder()
                     if holder is not None and not lease.is_stale(holder):
                         report.kept_active.append(str(path))
+                        continue
+                    if not partials and journal_path(final).exists():
+                        report.kept_partial.append(str(path))
                         continue
                     _remove(path, report)
                     _remove(journal_path(final), report)

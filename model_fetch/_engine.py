@@ -25,6 +25,7 @@ from pathlib import Path
 from . import _journal as journal_mod
 from .config import Settings
 from .errors import DownloadError, IntegrityError, NotEnoughSpace
+from ._reach import waiting_line
 from ._store import journal_path, part_path
 from ._transports import Probe, RangeIgnored, Transient, Transport
 
@@ -114,7 +115,8 @@ class Download:
 
     # -- main -----------------------------------------------------------------------------
     def run(self) -> Result:
-        probe: Probe = self._with_retries(f"probe {self.t.label}", self.t.probe, self.probe_attempts)
+        with waiting_line(self.t.label, self.settings.first_byte_timeout):
+            probe: Probe = self._with_retries(f"probe {self.t.label}", self.t.probe, self.probe_attempts)
         self.size = probe.size
         if self.expected_size is not None and probe.size is not None and probe.size != self.expected_size:
             raise IntegrityError(self.final.name, f"{self.expected_size} bytes", f"{probe.size} bytes", self.t.label,

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from .config import Settings
 from .errors import SourceNotFound
+from ._reach import unreachable, why_unreachable
 from ._transports import HttpTransport, Probe, Transient, redact
 
 HUB_HOSTS = {"huggingface.co", "hf.co"}
@@ -67,7 +68,7 @@ class HfTransport(HttpTransport):
 
         try:
             meta = get_hf_file_metadata(self.url, token=self.settings.hf_token or False,
-                                        timeout=self.settings.connect_timeout, endpoint=self.settings.hf_endpoint)
+                                        timeout=self.settings.first_byte_timeout, endpoint=self.settings.hf_endpoint)
         except GatedRepoError:
             raise SourceNotFound(f"{self.label}: gated repository; accept its terms on the Hub and set HF_TOKEN") from None
         except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
@@ -78,6 +79,9 @@ class HfTransport(HttpTransport):
                 raise SourceNotFound(f"{self.label}: HTTP {status} (check HF_TOKEN)") from None
             raise Transient(f"{self.label}: Hub metadata request failed (HTTP {status})") from None
         except Exception as exc:  # noqa: BLE001 - connection errors of the Hub client
+            why = why_unreachable(exc)
+            if why:
+                raise unreachable(self.url, why, self.settings.first_byte_timeout, hub=True) from None
             raise Transient(f"{self.label}: Hub metadata request failed ({type(exc).__name__})") from None
         etag = (meta.etag or "").strip('"').lower()
         sha = etag if _SHA256.match(etag) else None

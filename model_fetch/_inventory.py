@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _journal as journal
+from ._comfy_folders import ComfyFolders
 from ._folders import FOLDERS
 from .config import Settings
 from ._lease import Lease
@@ -23,11 +24,12 @@ class FileStatus:
     sha256: str | None = None
     holder: str | None = None
     tiers: list[str] = field(default_factory=list)
+    comfyui: bool = False  # found in ComfyUI's own folders (``--comfyui-dir``), not in a models root
 
     def as_dict(self) -> dict:
         return {"name": self.entry.name, "directory": self.entry.directory, "state": self.state,
                 "path": str(self.path) if self.path else None, "size": self.size, "done": self.done,
-                "sha256": self.sha256, "holder": self.holder, "tiers": self.tiers}
+                "sha256": self.sha256, "holder": self.holder, "tiers": self.tiers, "comfyui": self.comfyui}
 
 
 def _partials(store: Store, entry: ModelEntry) -> list[Path]:
@@ -80,12 +82,18 @@ def remote_tiers(entry: ModelEntry, settings: Settings) -> list[str]:
     return tiers
 
 
-def status(manifest: Manifest, store: Store, settings: Settings | None = None, remote: bool = False) -> list[FileStatus]:
-    """Local state of every entry; with ``remote`` also which S3 mirrors hold it (network calls)."""
+def status(manifest: Manifest, store: Store, settings: Settings | None = None, remote: bool = False,
+           comfy: ComfyFolders | None = None) -> list[FileStatus]:
+    """Local state of every entry; a file only ComfyUI's own folders (``comfy``) hold is ``present`` with
+    ``comfyui`` set; with ``remote`` also which S3 mirrors hold it (network calls)."""
     settings = settings or Settings()
     files = [file_status(e, store, settings.lease_ttl) for e in manifest]
-    for f in files:
-        if f.tiers:
+    for i, f in enumerate(files):
+        found = comfy.find(f.entry.name, f.entry.directory) if comfy is not None and f.state == "missing" else None
+        if found is not None:
+            size = found.stat().st_size
+            files[i] = f = FileStatus(f.entry, "present", found, size, size, comfyui=True)
+        elif f.tiers:
             root = store.root_of(f.path)
             f.tiers = ["volume" if root == settings.volume_dir.absolute() else "local"]
         if remote:

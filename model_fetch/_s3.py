@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config import Settings
-from .errors import ModelFetchError, SourceNotFound
+from .errors import ModelFetchError, SourceNotFound, UploadError
 from ._manifest import ModelEntry
 from ._store import Store
 from ._transports import Probe, Transient
@@ -187,7 +187,25 @@ def push(entries: list[ModelEntry], store: Store, settings: Settings, base: str)
         except Exception as exc:  # noqa: BLE001
             err = _classify(exc, target)
             if not (isinstance(err, SourceNotFound) and "not found" in str(err)):
-                raise ModelFetchError(f"push to {target}: {err}") from None
-        upload(client, path, target, sha256=stamp.sha256)
+                raise UploadError(f"push to {target}: {err}") from None
+        try:
+            upload(client, path, target, sha256=stamp.sha256)
+        except Exception as exc:  # noqa: BLE001 - boto3 raises many kinds (S3UploadFailedError, ClientError, ...)
+            raise UploadError(f"push of {entry.name} to {target} failed: {_reason(exc)}; check that bucket "
+                              f"'{bucket}' exists and the credentials (BUCKET_ACCESS_KEY_ID, BUCKET_ENDPOINT_URL) "
+                              "may write to it") from None
         results.append({"name": entry.name, "url": target, "state": "uploaded"})
     return results
+
+
+def _reason(exc: BaseException) -> str:
+    """A boto3 failure in a few words: the S3 error code (``NoSuchBucket``, ``AccessDenied``) or the type."""
+    for e in (exc, exc.__cause__, exc.__context__, *exc.args):
+        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code") if isinstance(e, BaseException) else None
+        if code:
+            return str(code)
+    text = str(exc)
+    for code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        if code in text:
+            return code
+    return type(exc).__name__

@@ -24,6 +24,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import requests
 
 from .config import Settings
+from ._reach import unreachable, why_unreachable
 from .errors import SourceNotFound
 
 log = logging.getLogger(__name__)
@@ -137,12 +138,17 @@ class HttpTransport:
         same = urlsplit(url).netloc == self._origin_host
         return {**(self.headers if same else {}), **extra, "Accept-Encoding": "identity"}
 
-    def _get(self, extra: dict[str, str]) -> requests.Response:
+    def _get(self, extra: dict[str, str], first: bool = False) -> requests.Response:
+        """One GET; ``first`` (the probe): a host that is not there fails at once (``host_unreachable``)."""
         url = self.resolved
+        read_timeout = self.settings.first_byte_timeout if first else self.settings.stall_timeout
         try:
             resp = self.session().get(url, headers=self._headers_for(url, extra), stream=True,
-                                      timeout=(self.settings.connect_timeout, self.settings.stall_timeout))
+                                      timeout=(self.settings.connect_timeout, read_timeout))
         except requests.RequestException as exc:
+            why = why_unreachable(exc) if first else None
+            if why:
+                raise unreachable(url, why, read_timeout, hub=False) from None
             raise Transient(f"{type(exc).__name__} from {self.label}") from None
         if resp.status_code in RETRY_STATUS:
             resp.close()
@@ -162,7 +168,7 @@ class HttpTransport:
         return resp
 
     def probe(self) -> Probe:
-        resp = self._get({"Range": "bytes=0-0"})
+        resp = self._get({"Range": "bytes=0-0"}, first=True)
         try:
             etag = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
             if resp.status_code == 206:

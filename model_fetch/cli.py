@@ -228,10 +228,11 @@ class Context:
 def cmd_status(c: Context) -> int:
     from ._inventory import status
 
-    files = status(c.scope, c.store, c.settings, remote=c.args.remote)
+    files = status(c.scope, c.store, c.settings, remote=c.args.remote, comfy=_comfy_folders(c.args, c.settings))
     lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}" + (f"  [{', '.join(f.tiers)}]" if f.tiers else "")
              + (f"  {human_bytes(f.done)} of {human_bytes(f.size)}" if f.state in ("partial", "downloading") else "")
-             + (f"  ({human_bytes(f.size)})" if f.state == "present" else "") for f in files]
+             + (f"  ({human_bytes(f.size)})" if f.state == "present" else "")
+             + (f"  (ComfyUI: {f.path})" if f.comfyui else "") for f in files]
     _emit(c.args, {"files": [f.as_dict() for f in files]}, "\n".join(lines) or "manifest is empty")
     return 0
 
@@ -247,7 +248,7 @@ def cmd_plan(c: Context) -> int:
 
 
 def cmd_pull(c: Context) -> int:
-    from ._fetch import ensure_entries
+    from ._fetch import Fetched, ensure_entries
     from ._planner import plan_workflow
     from ._progress_view import progress_renderer
     from ._s3 import writeback_hook
@@ -255,9 +256,13 @@ def cmd_pull(c: Context) -> int:
     comfy = _comfy_folders(c.args, c.settings)
     entries = (plan_workflow(c.args.workflow, c.manifest, c.store, comfy, c.settings).entries() if c.args.workflow
                else c.select(c.args.names))
+    in_comfy = [Fetched(e, path, None, "present", "comfyui") for e in entries if comfy is not None
+                and c.store.find(e) is None and (path := comfy.find(e.name, e.directory)) is not None]
+    entries = [e for e in entries if e not in {f.entry for f in in_comfy}]
     hook = writeback_hook(c.settings)
     with progress_renderer() as on_progress:
         report = ensure_entries(entries, c.store, c.settings, on_progress, hook)
+    report.files[:0] = in_comfy
     if hook is not None and hook.threads:
         print("waiting for mirror write-back to finish…", file=sys.stderr)
         for r in hook.wait():
