@@ -38,6 +38,16 @@ def quiet_runpod_sdk() -> None:
     default_runpod_log_level("INFO")
 
 
+def _settings_invalid(exc: ValueError, answer_out) -> int:
+    """A setting the environment gives cannot be used: one line naming the variable (and, for
+    ``--test-input``, the answer ``{"error", "code": "settings_invalid"}``); exit 1."""
+    log.error("error: %s (settings_invalid; see docs/configuration.md)", exc)
+    if answer_out is not None:
+        print(json.dumps({"error": str(exc), "code": "settings_invalid", "details": [str(exc)]}, indent=2),
+              file=answer_out)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description="WAN 2.2 I2V serverless worker")
     parser.add_argument("--test-input", type=Path, metavar="FILE", help="run one job from a JSON file and exit")
@@ -57,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.test_input:
         sys.stdout = sys.stderr  # the answer owns stdout; ComfyUI's forwarded output goes to stderr
 
-    rt = runtime()
+    try:
+        rt = runtime()
+    except ValueError as exc:  # worker.config.SettingError, model_fetch's SettingError: a variable's value
+        return _settings_invalid(exc, answer_out if args.test_input else None)
     rt.check_gpu()  # logs torch's CUDA build, the driver, the GPU and its VRAM, in the background
     try:
         rt.start()  # boot ComfyUI now: it overlaps with waiting for (and preparing) the first job

@@ -21,8 +21,34 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+class SettingError(ValueError):
+    """An environment variable holds a value its setting cannot take; the message names both
+    (answered as ``settings_invalid``, the code model_fetch uses for the same case)."""
+
+    code = "settings_invalid"
+
+
+def _number(name: str, default: str, kind: type = float, minimum: float = 0, above: bool = False) -> float:
+    """The variable ``name`` as ``kind`` (int or float), at least ``minimum`` (above it when ``above``)."""
+    raw = _env(name, default) or default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected {'a whole number' if kind is int else 'a number'}") from None
+    if value <= minimum if above else value < minimum:
+        raise SettingError(f"{name}={raw!r}: expected a number {'above' if above else 'of at least'} {minimum:g}")
+    return value
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _output_mode() -> str:
+    mode = _env("WORKER_OUTPUT_MODE") or ("s3" if _env("BUCKET_ENDPOINT_URL") else "base64")
+    if mode not in ("base64", "s3"):
+        raise SettingError(f"WORKER_OUTPUT_MODE={mode!r}: expected base64 or s3")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -38,10 +64,11 @@ class OutputSettings:
     @classmethod
     def from_env(cls) -> "OutputSettings":
         return cls(
-            mode=_env("WORKER_OUTPUT_MODE") or ("s3" if _env("BUCKET_ENDPOINT_URL") else "base64"),
+            mode=_output_mode(),
             bucket=_env("WORKER_OUTPUT_BUCKET") or _env("BUCKET_NAME"),
             prefix=_env("WORKER_OUTPUT_PREFIX", "outputs"),
-            url_expires=int(_env("WORKER_OUTPUT_URL_EXPIRES", "3600")),
+            url_expires=int(_number("WORKER_OUTPUT_URL_EXPIRES", "3600", int, 1)),
+            max_base64_bytes=int(_number("WORKER_MAX_BASE64_MB", "20", above=True) * MB),
         )
 
 
@@ -78,14 +105,14 @@ class WorkerSettings:
             base_dir=Path(_env("WORKER_COMFY_BASE_DIR", "/tmp/comfyui-worker")),
             extra_model_paths=Path(_env("WORKER_EXTRA_MODEL_PATHS")) if _env("WORKER_EXTRA_MODEL_PATHS") else None,
             host=_env("WORKER_COMFY_HOST", "127.0.0.1"),
-            port=int(_env("WORKER_COMFY_PORT", "8188")),
+            port=int(_number("WORKER_COMFY_PORT", "8188", int, 1)),
             cpu=_truthy(_env("WORKER_COMFY_CPU")),
             comfy_args=(_env("WORKER_COMFY_ARGS", "") or "").split(),
-            start_timeout=float(_env("WORKER_START_TIMEOUT", "300")),
-            timeout_base=float(_env("WORKER_TIMEOUT_BASE", "300")),
-            timeout_per_unit=float(_env("WORKER_TIMEOUT_PER_UNIT", "600")),
-            timeout_max=float(_env("WORKER_TIMEOUT_MAX", "3600")),
-            max_input_bytes=int(float(_env("WORKER_MAX_INPUT_MB", str(DEFAULT_MAX_INPUT_MB))) * MB),
+            start_timeout=_number("WORKER_START_TIMEOUT", "300", above=True),
+            timeout_base=_number("WORKER_TIMEOUT_BASE", "300"),
+            timeout_per_unit=_number("WORKER_TIMEOUT_PER_UNIT", "600"),
+            timeout_max=_number("WORKER_TIMEOUT_MAX", "3600", above=True),
+            max_input_bytes=int(_number("WORKER_MAX_INPUT_MB", str(DEFAULT_MAX_INPUT_MB), above=True) * MB),
             allow_http_urls=_truthy(_env("WORKER_ALLOW_HTTP_URLS")),
             allow_private_urls=_truthy(_env("WORKER_ALLOW_PRIVATE_URLS")),
             output=OutputSettings.from_env(),
@@ -93,7 +120,7 @@ class WorkerSettings:
             refresh_worker=_truthy(_env("WORKER_REFRESH")) or _truthy(_env("REFRESH_WORKER")),
             expect_gpu=_truthy(_env("WORKER_EXPECT_GPU")),
             serve_host=_env("WORKER_SERVE_HOST", "127.0.0.1"),
-            comfy_log_rate=float(_env("WORKER_COMFY_LOG_RATE", "20")),
+            comfy_log_rate=_number("WORKER_COMFY_LOG_RATE", "20"),
             runpod_remote=bool(_env("RUNPOD_WEBHOOK_GET_JOB")),
         )
         return replace(s, **overrides) if overrides else s

@@ -91,6 +91,12 @@ class OutputTooLarge(WorkerError):
     code = "output_too_large"
 
 
+class OutputUnavailable(WorkerError):
+    """Checked before the run: S3 output has no credentials, or its bucket does not answer or take a write."""
+
+    code = "output_unavailable"
+
+
 class OutputUploadFailed(WorkerError):
     """Uploading outputs to the bucket failed."""
 

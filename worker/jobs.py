@@ -171,13 +171,25 @@ def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
     return mode, bucket
 
 
+def check_output_target(job: Job, target: tuple[str, str | None], ctx: JobContext) -> None:
+    """S3 output: credentials there, bucket reachable and writable, before anything runs (worker.output_check)."""
+    mode, bucket = target
+    if mode == "s3" and bucket:
+        from model_fetch import s3_client
+
+        from .output_check import check_s3_target
+
+        prefix = out.join_key(job.output.prefix or ctx.runtime.settings.output.prefix, ctx.job_id)
+        check_s3_target(s3_client(ctx.runtime.fetch_settings), bucket, prefix)
+
+
 def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
     s, spec = ctx.runtime.settings.output, job.output
     mode, bucket = target
     if mode == "s3" and bucket:
         from model_fetch import s3_client
 
-        prefix = f"{spec.prefix or s.prefix}/{ctx.job_id}"
+        prefix = out.join_key(spec.prefix or s.prefix, ctx.job_id)
         expires = int(spec.expires_in or s.url_expires)
         return out.to_s3(files, s3_client(ctx.runtime.fetch_settings), bucket, prefix, expires)
     return out.as_base64(files, s.max_base64_bytes)
@@ -224,6 +236,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
             params["image"] = "start.png"  # the uploaded name replaces it once the image is in ComfyUI
         checked = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         target = output_target(job, ctx)
+        check_output_target(job, target, ctx)
         plan = plan_models(checked, ctx)
         inputs = read_inputs(job, ctx)
         models = fetch_models(plan, ctx)

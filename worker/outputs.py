@@ -45,6 +45,11 @@ def bucket_of_endpoint(endpoint_url: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+def join_key(*parts: str) -> str:
+    """An S3 key from its parts, without empty segments (``wan/2025-01/`` + ``job`` -> ``wan/2025-01/job``)."""
+    return "/".join(seg for part in parts for seg in str(part).split("/") if seg)
+
+
 def encoded_size(files: list[OutputFile]) -> int:
     return sum(4 * -(-f.path.stat().st_size // 3) for f in files)
 
@@ -65,7 +70,7 @@ def to_s3(files: list[OutputFile], client, bucket: str, prefix: str, expires_in:
 
     out = []
     for f in files:
-        key = f"{prefix.strip('/')}/{f.filename}" if prefix.strip("/") else f.filename
+        key = join_key(prefix, f.filename)
         try:
             s3_upload(client, f.path, f"s3://{bucket}/{key}", content_type=f.content_type)
             url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in)
