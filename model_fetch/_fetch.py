@@ -297,7 +297,6 @@ def _os_errors():
         raise os_error(exc) from None
 
 
-@contextlib.contextmanager
 def _free(folder: Path) -> int:
     """Free bytes on the filesystem that holds (or will hold) ``folder``."""
     for path in (folder, *folder.parents):
