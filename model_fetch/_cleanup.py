@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import _journal as journal
 from ._lease import Lease
 from ._store import JOURNAL, META, PART, Store, journal_path
 
@@ -34,8 +35,8 @@ def _remove(path: Path, report: GcReport) -> None:
 
 
 def gc(store: Store, lease_ttl: float = 30.0, partials: bool = False) -> GcReport:
-    """Remove quarantined ``.corrupt-*`` files, journals without their ``.part``, ``.part`` files no journal can
-    resume, stale leases and stamps. A resumable partial download (``.part`` with its journal) is kept, since
+    """Remove quarantined ``.corrupt-*`` files, journals without their ``.part``, ``.part`` files no (valid) journal
+    can resume, stale leases and stamps. A resumable partial download (``.part`` with its journal) is kept, since
     the next pull continues it, unless ``partials``; an active download is never touched."""
     report = GcReport()
     for root in store.roots:
@@ -53,7 +54,7 @@ def gc(store: Store, lease_ttl: float = 30.0, partials: bool = False) -> GcRepor
                     if holder is not None and not lease.is_stale(holder):
                         report.kept_active.append(str(path))
                         continue
-                    if not partials and journal_path(final).exists():
+                    if not partials and journal.read_progress(journal_path(final))[0] is not None:
                         report.kept_partial.append(str(path))
                         continue
                     _remove(path, report)

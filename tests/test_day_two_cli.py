@@ -347,3 +347,23 @@ def test_readme_commands_work_as_typed():
         pytest.skip("no .venv in this checkout (make setup creates it)")
     res = run(command.split(), cwd=ROOT)
     assert res.returncode == 0 and "before or after VERB" in res.stdout, res.stderr
+
+
+def test_resumed_bytes_that_fail_the_sha256_earn_one_fresh_download(served, tmp_path):
+    """docs/model-fetch.md: a chunk an earlier run marked done whose bytes are wrong (a power loss) costs a
+    download, never a wrong file; a fresh download that fails stops at once (above)."""
+    server, size, sha = served
+    mine = manifest(tmp_path, [{"name": "w.safetensors", "directory": "loras", "url": f"{server.url}/w.safetensors",
+                                "hash": sha}])
+    data = tmp_path / "data"
+    base = ["--manifest", str(mine), "--models-dir", str(data)]
+    env = {"MODEL_FETCH_STALL_TIMEOUT": "1", "MODEL_FETCH_MAX_ATTEMPTS": "1", "MODEL_FETCH_CHUNK_MB": "1"}
+    server.faults.add("/w.safetensors", Fault.STALL, offset=2 * 1024 * 1024, duration=None)
+    failure(cli(*base, "--connections", "1", "pull", env=env), "download_failed")
+    part = data / "loras" / "w.safetensors.part"
+    with open(part, "r+b") as f:  # the first chunk, journaled as done, lost its bytes
+        f.write(b"\0" * 4096)
+    server.faults.clear()
+    res = cli(*base, "--json", "pull", env={"MODEL_FETCH_CHUNK_MB": "1"})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["files"][0]["sha256"] == sha and "expected sha256" in res.stderr

@@ -178,10 +178,15 @@ def test_truncated_body_is_retried(server, files, tmp_path):
 
 
 def test_wrong_bytes_once_then_right(server, files, tmp_path):
+    """Corrupted bytes fail the one download (integrity_error, nothing placed, no second download in the same
+    run); the next pull gets the right bytes."""
     root, sha = files
     server.faults.add("/model.bin", Fault.WRONG_BYTES, offset=3 * MiB, length=16, times=1)
-    report = pull(tmp_path, ModelEntry("model.bin", "loras", url=f"{server.url}/model.bin", sha256=sha))
-    assert report.files[0].sha256 == sha  # detected by sha256, downloaded again (integrity_retries=1)
+    entry = ModelEntry("model.bin", "loras", url=f"{server.url}/model.bin", sha256=sha)
+    with pytest.raises(IntegrityError):
+        pull(tmp_path, entry)
+    assert server.counters.bytes_by_path["/model.bin"] <= SIZE + 1
+    assert pull(tmp_path, entry).files[0].sha256 == sha
 
 
 def test_wrong_bytes_always_is_an_error_and_nothing_is_placed(server, files, tmp_path):
