@@ -15,18 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _journal as journal
-from .config import Settings
+from .config import MiB, Settings
 from ._engine import Download, preflight
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NoSource, NotEnoughSpace,
-                     OfflineError, SourceNotFound, os_error)
+                     OfflineError, SourceNotFound, human_bytes, os_error)
 from ._hashing import sha256_file
 from ._lease import Lease
 from ._manifest import WORKFLOW_ORIGIN, ModelEntry
 from ._progress import FileProgress, PerFileThrottle
 from ._transports import is_network, transport_for
 from ._store import Store, journal_path, part_path, writable
-from .config import MiB
-from .errors import human_bytes
 
 log = logging.getLogger(__name__)
 OnProgress = Callable[[FileProgress], None]

@@ -53,7 +53,9 @@ def why_unreachable(exc: BaseException) -> str | None:
 def unreachable(url: str, why: str, timeout: float, hub: bool) -> HostUnreachable:
     """The error for a host that ``why``; the advice fits a Hugging Face source (``hub``) or any other."""
     host = urlsplit(url).hostname or url
-    what = f"{host} {why}" + (f" within {timeout:g}s (MODEL_FETCH_FIRST_BYTE_TIMEOUT)" if why == "did not answer" else "")
+    what = f"{host} {why}"
+    if why == "did not answer":
+        what += f" within {timeout:g}s (MODEL_FETCH_FIRST_BYTE_TIMEOUT)"
     advice = ("set HF_ENDPOINT to a Hub mirror you can reach, " if hub else "") + \
         "use --offline (HF_HUB_OFFLINE=1) with the files already in place, or a manifest (--manifest) whose " \
         "entries list reachable mirrors"

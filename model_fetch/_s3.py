@@ -201,7 +201,8 @@ def push(entries: list[ModelEntry], store: Store, settings: Settings, base: str)
 def _reason(exc: BaseException) -> str:
     """A boto3 failure in a few words: the S3 error code (``NoSuchBucket``, ``AccessDenied``) or the type."""
     for e in (exc, exc.__cause__, exc.__context__, *exc.args):
-        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code") if isinstance(e, BaseException) else None
+        response = getattr(e, "response", None) if isinstance(e, BaseException) else None
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
         if code:
             return str(code)
     text = str(exc)

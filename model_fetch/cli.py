@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import defaults
 from .config import Settings
-from .errors import (IntegrityError, ModelFetchError, StorageError, UnknownModelError, UsageError, human_bytes,
+from .errors import (IntegrityError, ModelFetchError, SettingError, UnknownModelError, UsageError, human_bytes,
                      os_error)
 from ._manifest import Manifest, ModelEntry, load_manifest
 from ._store import Store
@@ -197,6 +197,8 @@ def _comfy_folders(args: argparse.Namespace, settings: Settings):
     if directory is None:
         return None
     if not (directory / "main.py").is_file():
+        if args.comfyui_dir is None:
+            raise SettingError(f"COMFYUI_DIR={str(directory)!r}: expected a ComfyUI install (no main.py there)")
         raise UsageError(f"--comfyui-dir {directory}: not a ComfyUI install (no main.py there)")
     return ComfyFolders.of_install(directory)
 
@@ -317,7 +319,8 @@ def cmd_gc(c: Context) -> int:
     report = gc(c.store, c.settings.lease_ttl, partials=c.args.partials)
     kept = (f"; kept {len(report.kept_partial)} resumable partial download(s) (`gc --partials` removes them)"
             if report.kept_partial else "")
-    _emit(c.args, report.as_dict(), f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}{kept}")
+    _emit(c.args, report.as_dict(),
+          f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}{kept}")
     return 0
 
 

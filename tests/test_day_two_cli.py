@@ -164,7 +164,8 @@ def test_usage_errors_exit_2_with_code_usage(tmp_path, argv, says):
 
 
 def test_unknown_name_is_model_unknown(tmp_path):
-    doc = json_failure(cli("--models-dir", str(tmp_path / "data"), "--json", "pull", "nobody_has.gguf"), "model_unknown")
+    res = cli("--models-dir", str(tmp_path / "data"), "--json", "pull", "nobody_has.gguf")
+    doc = json_failure(res, "model_unknown")
     assert "not in any manifest: nobody_has.gguf" in doc["error"]
 
 
@@ -179,7 +180,8 @@ def _closed_port() -> int:
 ])
 def test_hub_not_there_fails_at_once_and_says_what_to_do(tmp_path, endpoint, says):
     """The built-in manifest with no route to the Hub (HF_ENDPOINT points where nothing answers)."""
-    res = cli("--models-dir", str(tmp_path / "data"), "-v", "--json", "pull", BUILTIN.name, env={"HF_ENDPOINT": endpoint})
+    res = cli("--models-dir", str(tmp_path / "data"), "-v", "--json", "pull", BUILTIN.name,
+              env={"HF_ENDPOINT": endpoint})
     doc = json_failure(res, "host_unreachable")
     assert says in doc["error"], doc
     assert all(hint in doc["error"] for hint in ("HF_ENDPOINT", "--offline", "--manifest", "mirrors")), doc
@@ -286,8 +288,8 @@ def test_gc_keeps_resumable_partials_unless_asked(served, tmp_path):
     data = tmp_path / "data"
     base = ["--manifest", str(mine), "--models-dir", str(data)]
     server.faults.add("/w.safetensors", Fault.STALL, offset=2 * 1024 * 1024, duration=None)
-    stalled = cli(*base, "--connections", "1", "pull", env={"MODEL_FETCH_STALL_TIMEOUT": "1", "MODEL_FETCH_MAX_ATTEMPTS": "1",
-                                                          "MODEL_FETCH_CHUNK_MB": "1"})
+    stall = {"MODEL_FETCH_STALL_TIMEOUT": "1", "MODEL_FETCH_MAX_ATTEMPTS": "1", "MODEL_FETCH_CHUNK_MB": "1"}
+    stalled = cli(*base, "--connections", "1", "pull", env=stall)
     failure(stalled, "download_failed")
     part = data / "loras" / "w.safetensors.part"
     assert part.exists() and part.with_name("w.safetensors.part.journal").exists()
@@ -301,8 +303,7 @@ def test_gc_keeps_resumable_partials_unless_asked(served, tmp_path):
     # --partials (before the verb, too) removes them
     server.faults.add("/w.safetensors", Fault.STALL, offset=2 * 1024 * 1024, duration=None)
     (data / "loras" / "w.safetensors").unlink()
-    cli(*base, "--connections", "1", "pull", env={"MODEL_FETCH_STALL_TIMEOUT": "1", "MODEL_FETCH_MAX_ATTEMPTS": "1",
-                                                  "MODEL_FETCH_CHUNK_MB": "1"})
+    cli(*base, "--connections", "1", "pull", env=stall)
     assert part.exists()
     removed = json.loads(cli(*base, "--partials", "--json", "gc").stdout)
     assert str(part) in removed["removed"] and not part.exists()

@@ -26,8 +26,8 @@ UNSHARE = shutil.which("unshare")
 
 def worker_env(tmp_path: Path, comfyui: Path, **extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_FETCH_", "WORKER_", "BUCKET_", "AWS_"))}
-    return {**clean, "COMFYUI_DIR": str(comfyui), "WORKER_COMFY_CPU": "1", "WORKER_COMFY_BASE_DIR": str(tmp_path / "base"),
-            "WORKER_COMFY_PORT": str(free_port()), "MODEL_FETCH_MODELS_DIR": str(tmp_path / "volume"),
+    return {**clean, "COMFYUI_DIR": str(comfyui), "WORKER_COMFY_CPU": "1",
+            "WORKER_COMFY_BASE_DIR": str(tmp_path / "base"), "WORKER_COMFY_PORT": str(free_port()), "MODEL_FETCH_MODELS_DIR": str(tmp_path / "volume"),
             "AWS_EC2_METADATA_DISABLED": "true", "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
             "AWS_CONFIG_FILE": str(tmp_path / "none"), **extra}
 
