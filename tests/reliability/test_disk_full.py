@@ -1,6 +1,6 @@
 """Disk full, on a real small filesystem (tmpfs, else a loop-mounted ext4): (a) a model that does not fit is
 refused before any byte is downloaded, naming need, free space and folder; (b) when another writer fills the
-filesystem during a pull, the pull stops with a clear error and `model-fetch gc` leaves no `.part`.
+filesystem during a pull, the pull stops with a clear error and `model-fetch gc --partials` leaves no `.part`.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def fills_up(scratch: Path) -> tuple[list[list[object]], list[str]]:
         wrong = final.exists() and sha256_of(final) != sha
         fill(mount / "other-writer-2.bin")  # the pages the failed pull gave back, too
         retry = run_cli("pull", env=env, logs=scratch / "logs", timeout=120)  # a restarted worker, disk still full
-        gc = run_cli("gc", "--json", env=env, logs=scratch / "logs", timeout=60)
+        gc = run_cli("gc", "--partials", "--json", env=env, logs=scratch / "logs", timeout=60)
         parts = sorted(str(p.relative_to(mount)) for p in mount.rglob("*.part*"))
         leases = sorted(str(p.relative_to(mount)) for p in mount.rglob("*.lease*"))
         checks = {
@@ -136,7 +136,7 @@ def fills_up(scratch: Path) -> tuple[list[list[object]], list[str]]:
         rows.append(["b, then: pull again with no page free", "", retry.returncode,
                      _shown(retry.error_line or retry.stderr.strip()[-200:], scratch), "", f"{retry.seconds:.1f}",
                      verdict(checks["(b) a retry on the full disk fails clearly"])])
-        rows.append(["b, then: `model-fetch gc --json`", "", gc.returncode,
+        rows.append(["b, then: `model-fetch gc --partials --json`", "", gc.returncode,
                      f"left: {len(parts)} .part/journal, {len(leases)} lease", "", f"{gc.seconds:.1f}",
                      verdict(checks["(b) after gc: no .part, journal or lease"])])
         for other in ("other-writer.bin", "other-writer-2.bin"):  # space is back: the next pull completes
@@ -165,8 +165,9 @@ Real {FS_MB} MiB filesystems (tmpfs, else ext4 on a loop device), mounted by the
 folder; with `size` in the manifest not one byte is requested, without it only the size probe's one byte.
 (b) Preallocation reserves the model's space, so another process fills the rest of the filesystem while the
 pull runs (rate-limited to 8 MiB/s); the pull's next allocation (its chunk journal growing past one page)
-fails. Claim: exit 1 with one clear `error:` line and no file under the final name; after `model-fetch gc`
-no `.part`, journal or lease left; with the space back the next pull completes.
+fails. Claim: exit 1 with one clear `error:` line and no file under the final name; after
+`model-fetch gc --partials` (plain `gc` keeps a resumable partial download) no `.part`, journal or lease
+left; with the space back the next pull completes.
 
 {table(["case", "setup", "exit", "error", "bytes served", "seconds", "claim"], rows_a + rows_b)}
 """)
