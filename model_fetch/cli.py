@@ -13,6 +13,7 @@ import logging
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NoReturn
 
 from . import defaults
 from .config import Settings
@@ -40,7 +41,7 @@ COMMON_VALUES = ("--manifest", "--models-dir", "--comfyui-dir", "--connections")
 class _Parser(argparse.ArgumentParser):
     """argparse that raises ``UsageError`` (code ``usage``, exit 2) instead of printing and exiting."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `model-fetch --help`)")
 
 
