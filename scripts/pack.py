@@ -50,7 +50,8 @@ def comfy(exe: Path, *args: str) -> str:
     (~/.config/comfy-cli) kept in the tool environment."""
     home = TOOLS / "home"
     home.mkdir(exist_ok=True)
-    env = {**os.environ, "HOME": str(home), "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "HOME": str(home), "RUFF_CACHE_DIR": str(TOOLS / "ruff-cache"),  # validate runs ruff
+           "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
     out = run([str(exe), "--skip-prompt", "--no-enable-telemetry", "node", *args], cwd=PACK, env=env,
               capture_output=True, text=True)
     return out.stdout + out.stderr
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
     args = parser.parse_args(argv)
+    if not UV.is_file():
+        print(f"!!! uv not found at {UV}: run `make pack` (its `make setup` installs uv into .venv)", file=sys.stderr)
+        return 1
     dist = args.dist.resolve()
     dist.mkdir(parents=True, exist_ok=True)
     try:
