@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,8 @@ def build_wheel(dist: Path) -> Path:
     run([str(UV), "build", "-q", "--wheel", "--out-dir", str(dist), str(DIST_SRC)])
     for scratch in [DIST_SRC / "build", *DIST_SRC.glob("*.egg-info")]:
         shutil.rmtree(scratch, ignore_errors=True)
-    return max(dist.glob("model_fetch-*.whl"), key=lambda p: p.stat().st_mtime)
+    version = tomllib.loads((DIST_SRC / "pyproject.toml").read_text())["project"]["version"]
+    return dist / f"model_fetch-{version}-py3-none-any.whl"
 
 
 def pack(dist: Path) -> Path:

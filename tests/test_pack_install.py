@@ -104,9 +104,11 @@ def test_install_from_archive_then_the_shipped_workflow_gives_a_video(comfyui_di
     added = after.keys() - before.keys()
     assert {"model-fetch", "gguf"} <= added and not PROJECT_ONLY & after.keys(), sorted(added)
     assert {name: after[name] for name in before} == before  # nothing of ComfyUI's was changed
-    where = subprocess.run([str(python), "-c", "import model_fetch; print(model_fetch.__file__)"], cwd=comfyui_dir,
-                           check=True, capture_output=True, text=True).stdout.strip()
-    assert where.startswith(str(tmp_path / "venv")), where
+    code = "import model_fetch as m; print(m.__file__, len(m.load_manifest().entries))"
+    where, known = subprocess.run([str(python), "-c", code], cwd=comfyui_dir, check=True, capture_output=True,
+                                  text=True).stdout.split()
+    assert where.startswith(str(tmp_path / "venv")) and int(known) > 0, (where, known)  # the wheel, its manifest too
+    subprocess.run([str(python.parent / "model-fetch"), "--help"], check=True, capture_output=True)  # and the CLI
 
     (base / "input").mkdir()
     (base / "input" / "start_image.png").write_bytes(graphs.input_png(64, 48, seed=3))
