@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast bench realsize reliability image image-test image-size image-clean clean
+.PHONY: setup demo test test-fast pack bench realsize reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,11 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The node pack as artists install it: dist/wan_serverless.zip (comfy node pack, validated) and the
+# model-fetch wheel it requires (docs/editor.md, "Install into your ComfyUI").
+pack: setup
+	$(PY) scripts/pack.py
 
 bench: setup
 	$(PY) -m bench
@@ -43,4 +48,4 @@ image-clean:
 	scripts/image.sh clean
 
 clean:
-	rm -rf .demo .cache .pytest_cache
+	rm -rf .demo .cache .pytest_cache dist
