@@ -215,10 +215,12 @@ def test_stop_keeps_the_part_labels_follow_the_disk_and_run_resumes(editor):
     assert encoder_label.startswith(MARK), encoder_label
 
     # The Model Library lists the GGUFs on disk.
+    page.locator("#wan-model-fetch .wan-mf-close").click()
     page.locator(".model-library-tab-button").first.click()
-    page.get_by_text("diffusion_models", exact=True).first.click()
+    library = page.locator(".model-lib-tree-explorer").first
+    library.get_by_text("diffusion_models", exact=True).first.click()
     for name in GGUFS:
-        page.get_by_text(name.removesuffix(".gguf")).first.wait_for(timeout=30_000)
+        library.get_by_text(name.removesuffix(".gguf")).first.wait_for(timeout=30_000)
     shot(page, "panel-06-model-library.png")
     page.locator(".model-library-tab-button").first.click()
 

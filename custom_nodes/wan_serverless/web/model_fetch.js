@@ -5,7 +5,7 @@
 //    The pack's loaders describe such choices in their input options (`model_fetch.missing`, see
 //    nodes.py `model_input`); for every other loader input (`*_name`) the server's status is used.
 //    When a download finishes the node definitions are read again (GET /object_info), so the labels
-//    follow the disk without a reload.
+//    follow the disk without a reload, and the Model Library reads its folders again.
 // 2. Models no source knows, and workflow URLs the server refuses, are marked on their nodes (red
 //    outline, "✗ name (not on disk, no source)") as the editor marks its own validation errors.
 // 3. The models panel (model_panel.js) replaces the frontend's Missing Models dialog, which offers
@@ -48,6 +48,18 @@ async function learnMissing() {
   }
 }
 
+/** The editor's Model Library caches each folder's file list once it is read (on start-up, and on
+ * loading a workflow that names models), so files downloaded since stay unlisted until its refresh
+ * button: read the folders again, as that button does (the frontend's "models" store). */
+async function reloadModelLibrary() {
+  try {
+    const pinia = document.getElementById("vue-app")?.__vue_app__?.config?.globalProperties?.$pinia;
+    await pinia?._s?.get("models")?.loadModelFolders?.();
+  } catch (e) {
+    console.warn("model_fetch: cannot refresh the Model Library", e);
+  }
+}
+
 /** Read the node definitions again (labels of the pack's loaders) and the status (other loaders). */
 async function relabel() {
   try {
@@ -57,6 +69,7 @@ async function relabel() {
     console.warn("model_fetch: cannot read the node definitions", e);
   }
   await learnMissing();
+  await reloadModelLibrary();
   app.graph?.setDirtyCanvas?.(true, true);
 }
 
