@@ -8,7 +8,7 @@ with something to download opens the panel, its button stays in view beside a âœ
 follow dropdown changes and removed nodes; Stop halts a running download on the server with its
 ``.part`` kept, the labels of the downloaded models follow the disk without a reload, the Model
 Library lists the GGUFs, and Run resumes the stopped download and makes the video.
-Screenshots go to ``.cache/browser/panel-*.png``.
+Screenshots go to ``.cache/browser/panel-*.png`` (docs/editor-panel-*.png are copies of them).
 """
 
 from __future__ import annotations
