@@ -41,6 +41,7 @@ MISLEADING = ["Downloading on the server\u2026"]  # the old disabled button
 LOOK = """phrases => ({
   rows: [...document.querySelectorAll('#wan-model-fetch tr')].map((tr) => [tr.dataset.name, tr.dataset.state, tr.innerText]),
   button: document.querySelector('#wan-model-fetch .wan-mf-pull')?.textContent ?? null,
+  intro: document.querySelector('#wan-model-fetch .wan-mf-intro')?.textContent ?? null,
   misleading: phrases.filter((p) => document.body.innerText.includes(p)),
 })"""
 # The text the canvas draws in each model widget (ComboWidget._displayValue), by node type.
@@ -194,9 +195,17 @@ def test_stop_keeps_the_part_labels_follow_the_disk_and_run_resumes(editor):
     page.locator("#wan-model-fetch .wan-mf-pull").click()
     p.until(lambda look: any(n == ENCODER and s == "downloading" and "/s" in t for n, s, t in look["rows"]), 60,
             "the text encoder downloading, with a rate")
+    first = len(p.seen) - 1
+    time.sleep(3)  # a few refreshes of the running download
+    p.look()
+    # Downloads go on after closing the panel or cancelling the run: the panel says so.
+    assert "go on when you close this panel or cancel the run" in p.seen[-1]["intro"]
     shot(page, "panel-04-downloading.png", page.locator("#wan-model-fetch"))
     page.locator(f"#wan-model-fetch tr[data-name='{ENCODER}'] .wan-mf-stop").click()
     p.until(lambda look: p.states().get(ENCODER) == "partial", 30, "the stopped download paused")
+    # Once shown, rate and ETA stay on screen while it downloads (smoothed; no blinking in and out).
+    running = [t for look in p.seen[first:] for n, s, t in look["rows"] if n == ENCODER and s == "downloading"]
+    assert len(running) >= 3 and all("/s" in t and "ETA" in t for t in running), running
     final = root / "text_encoders" / ENCODER
     assert part_path(final).exists() and not final.exists()  # the server stopped it and kept what had arrived
     served = server.counters.bytes_by_path[f"/{ENCODER}"]

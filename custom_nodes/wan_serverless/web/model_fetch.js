@@ -126,7 +126,9 @@ app.registerExtension({
     const models = await learnMissing();
     if (models.some((r) => r.state === "downloading") && !state.open) await showPlan(); // a reload during downloads
     api.addEventListener("execution_start", () => refresh());
-    api.addEventListener("execution_success", () => relabel());
+    for (const event of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(event, () => relabel()); // downloads a run made may have finished
+    }
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     remember(nodeData);

@@ -52,7 +52,7 @@ const STYLE = `
 #wan-model-fetch button.wan-mf-stop{padding:2px 8px;margin-top:4px;background:#6b2b2b}`;
 
 // open: shown now; announced: the to-fetch/blocked keys the panel has opened for (it opens again only for new ones)
-export const state = { rows: [], timer: null, open: false, announced: new Set(), message: "", ema: new Map(),
+export const state = { rows: [], timer: null, ticket: 0, open: false, announced: new Set(), message: "", ema: new Map(),
                        onRows: [] };
 
 const key = (r) => `${r.directory}/${r.name}`;
@@ -222,12 +222,16 @@ async function cancel(names) {
 /** Read the plan of the graph on screen; open the panel when something new is to fetch or refused. */
 export async function refresh({ announce = true } = {}) {
   const workflow = currentWorkflow();
-  const before = new Set(state.rows.filter((r) => r.state === "downloading").map(key));
+  const ticket = ++state.ticket; // refreshes overlap (timer, events, clicks): only the latest answer counts
+  let models = null;
   try {
-    state.rows = workflow ? (await post("/model_fetch/plan", { workflow })).models.map(smooth) : [];
+    models = workflow ? (await post("/model_fetch/plan", { workflow })).models : [];
   } catch (e) {
     console.warn("model_fetch: cannot refresh the models panel", e);
   }
+  if (ticket !== state.ticket) return;
+  const before = new Set(state.rows.filter((r) => r.state === "downloading").map(key));
+  if (models !== null) state.rows = models.map(smooth);
   if (announce) {
     const news = state.rows.filter((r) => (TO_FETCH.includes(r.state) || r.state === "refused") && !state.announced.has(key(r)));
     if (news.length) state.open = true;
