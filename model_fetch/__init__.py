@@ -28,10 +28,12 @@ from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
 from ._progress import FileProgress
 from ._store import Store
 from .config import Settings
-from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
-                     OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
+from .errors import (DownloadCancelled, DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError,
+                     NotEnoughSpace, OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
 
 if TYPE_CHECKING:
+    import threading
+
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
     from ._fetch import EnsureReport, Fetched
     from ._inventory import FileStatus
@@ -72,7 +74,7 @@ __all__ = [
     "s3_client", "s3_upload",
     # errors
     "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
-    "IntegrityError", "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
+    "IntegrityError", "DownloadError", "DownloadCancelled", "SourceNotFound", "OfflineError", "LeaseTimeout",
 ]
 
 
@@ -97,15 +99,19 @@ def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manif
 
 def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = None, store: Store | None = None,
            on_progress: Callable[[FileProgress], None] | None = None,
-           after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None) -> "EnsureReport":
-    """Make every entry present (downloading, or waiting on another process that is)."""
+           after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None,
+           cancel: threading.Event | None = None) -> "EnsureReport":
+    """Make every entry present (downloading, or waiting on another process that is).
+
+    Setting ``cancel`` (from any thread) stops it with ``DownloadCancelled``; a ``.part`` and its
+    journal stay, so the next ``ensure`` resumes where this one stopped."""
     from ._fetch import ensure_entries
     from ._planner import Plan
     from ._s3 import writeback_hook
 
     settings, _, store = defaults(settings, Manifest(), store)
     entries = items.entries() if isinstance(items, Plan) else list(items)
-    return ensure_entries(entries, store, settings, on_progress, after_place or writeback_hook(settings))
+    return ensure_entries(entries, store, settings, on_progress, after_place or writeback_hook(settings), cancel)
 
 
 def status(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import _journal as journal_mod
 from .config import Settings
-from .errors import DownloadError, IntegrityError, NotEnoughSpace
+from .errors import DownloadCancelled, DownloadError, IntegrityError, NotEnoughSpace
 from ._store import journal_path, part_path
 from ._transports import Probe, RangeIgnored, Transient, Transport
 
@@ -75,7 +75,8 @@ class Download:
 
     def __init__(self, transport: Transport, final: Path, settings: Settings, expected_sha256: str | None = None,
                  expected_size: int | None = None, on_bytes: Callable[[int, int, int | None], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, probe_attempts: int | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, probe_attempts: int | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> None:
         self.t = transport
         self.final = Path(final)
         self.part = part_path(self.final)
@@ -84,6 +85,7 @@ class Download:
         self.expected_size = expected_size
         self.on_bytes = on_bytes
         self.should_stop = should_stop or (lambda: False)
+        self.cancelled = cancelled or (lambda: False)  # checked with every block received: DownloadCancelled
         self.probe_attempts = probe_attempts or settings.max_attempts
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -105,6 +107,8 @@ class Download:
                 time.sleep(delay)
 
     def _count(self, n: int) -> None:
+        if self.cancelled():  # .part and journal stay as they are: the next run resumes
+            raise DownloadCancelled(self.final.name)
         with self._lock:
             self.done_bytes += n
             self.fetched += n
@@ -134,6 +138,8 @@ class Download:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if self.cancelled():
+            raise DownloadCancelled(self.final.name)
         if self.should_stop():
             raise DownloadError(f"{self.final.name}: download lease lost to another process; not placing the file")
         os.replace(self.part, self.final)

@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from . import _journal as journal
 from .config import Settings
 from ._engine import Download, preflight
-from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace, OfflineError,
+from .errors import (DownloadCancelled, DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace, OfflineError,
                      SourceNotFound)
 from ._hashing import sha256_file
 from ._lease import Lease
@@ -55,11 +56,13 @@ def _noop(_: FileProgress) -> None:
 
 
 class Fetcher:
-    """Ensures entries in one store with one configuration."""
+    """Ensures entries in one store with one configuration; setting ``cancel`` stops its downloads
+    (``DownloadCancelled``, each ``.part`` kept for a later resume)."""
 
     def __init__(self, store: Store, settings: Settings, on_progress: OnProgress | None = None,
-                 after_place: AfterPlace | None = None) -> None:
+                 after_place: AfterPlace | None = None, cancel: threading.Event | None = None) -> None:
         self.store, self.settings = store, settings
+        self.cancel = cancel or threading.Event()
         self.emit: OnProgress = PerFileThrottle(on_progress) if on_progress is not None else _noop
         self.after_place = after_place
 
@@ -145,6 +148,8 @@ class Fetcher:
         expected = self._expected_sha(entry)
         failures: list[ModelFetchError] = []
         for i, url in enumerate(sources):
+            if self.cancel.is_set():
+                raise DownloadCancelled(entry.name)
             is_origin = url == entry.url
             settings = self._settings_for(entry, url)
             if settings is None:
@@ -158,7 +163,7 @@ class Fetcher:
 
                 dl = Download(transport, final, settings, expected_sha256=expected, expected_size=entry.size,
                               on_bytes=on_bytes, should_stop=lambda: lease.lost,
-                              probe_attempts=None if is_origin else 2)
+                              probe_attempts=None if is_origin else 2, cancelled=self.cancel.is_set)
                 try:
                     result = dl.run()
                 except IntegrityError as exc:
@@ -217,6 +222,8 @@ class Fetcher:
                     result.action = "waited"
                 return result
             waited = True
+            if self.cancel.is_set():
+                raise DownloadCancelled(entry.name)
             final = self.store.target(entry)
             lease = self._lease_for(final)
             self._wait_report(entry, final, lease)
@@ -261,8 +268,9 @@ def _space_errors(entry: ModelEntry, final: Path):
 
 
 def ensure_entries(entries: Iterable[ModelEntry], store: Store, settings: Settings,
-                   on_progress: OnProgress | None = None, after_place: AfterPlace | None = None) -> EnsureReport:
-    return Fetcher(store, settings, on_progress, after_place).ensure(entries)
+                   on_progress: OnProgress | None = None, after_place: AfterPlace | None = None,
+                   cancel: threading.Event | None = None) -> EnsureReport:
+    return Fetcher(store, settings, on_progress, after_place, cancel).ensure(entries)
 
 
 __all__ = ["Fetcher", "Fetched", "EnsureReport", "ensure_entries", "ModelFetchError"]

@@ -1,7 +1,7 @@
 """Which model files a ComfyUI workflow needs, where they go, and where they come from.
 
 UI-format graphs: ``properties.models`` of each active node (modes 2 muted and 4 bypassed are
-skipped, subgraph nodes included), the model names in known loaders' widgets, and the top-level
+skipped, subgraph nodes included; a known loader's entries only for the names its widgets hold), the model names in known loaders' widgets, and the top-level
 ``models`` list. API-format graphs: the file inputs of known loader nodes (``folders.LOADER_INPUTS``).
 Each need resolves against the store (already present), the manifest, then the workflow's own
 metadata; a need with none of these is an ``UnknownModelError`` naming file and folder.
@@ -128,9 +128,11 @@ def needs_of_ui(graph: dict, where: str = "workflow") -> dict[tuple[str, str], N
         if node.get("mode") in SKIPPED_MODES:
             skipped_names |= {m.get("name") for m in models if isinstance(m, dict)} | {v for v, _ in names}
             continue
+        used = {v for v, _ in names if isinstance(v, str)}
         for raw in models:
             entry = _embedded(raw, f"{where} node {node_id}")
-            if entry is not None:
+            # a known loader uses only what its widgets name: metadata of a model it no longer names is stale
+            if entry is not None and (not used or entry.name in used):
                 _add(needs, entry.name, entry.directory, node_id, entry)
         for value, folder in names:
             _add(needs, value, folder, node_id)

@@ -91,6 +91,17 @@ class DownloadError(ModelFetchError):
     code = "download_failed"
 
 
+class DownloadCancelled(ModelFetchError):
+    """The caller cancelled a running download (``ensure(cancel=...)``); its ``.part`` and journal stay
+    for a later resume."""
+
+    code = "download_cancelled"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the download of '{name}' was cancelled; its partial file is kept and the next run resumes it")
+        self.name = name
+
+
 class SourceNotFound(DownloadError):
     """The source answered that the object does not exist (404) or refused access (401/403)."""
 

@@ -5,7 +5,8 @@ already fetching joins that download instead of starting another. Across process
 lease does the same (the waiting side sees phase ``wait`` with the holder's progress). Downloads
 run in daemon threads; the loader's thread only follows their ``Progress`` events, so the ComfyUI
 progress bar is updated from the executing node's own context, and an interrupted run stops
-waiting while the download finishes in the background for next time.
+waiting while the download finishes in the background for next time. ``cancel()`` (the editor's
+Stop, ``POST /model_fetch/cancel``) stops a download: its ``.part`` stays and the next run resumes it.
 
 ``context()`` is None when model_fetch is unavailable (see fetch_setup.py); callers then treat
 every missing file as unknown.
@@ -57,6 +58,7 @@ class Job:
     action: str | None = None
     fetched_bytes: int = 0
     error: BaseException | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)  # set by PackFetch.cancel
     samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (time, bytes done) for the rate
 
     def update(self, progress: Any) -> None:
@@ -181,13 +183,17 @@ class PackFetch:
         log.info("model_fetch: fetching %s (%s, %s)", entry.describe(), human_bytes(entry.size), job.origin)
         try:
             # a workflow's own URL is re-checked by model_fetch, with every redirect target
-            report = self.mf.ensure([entry], settings=self.settings, store=self.store, on_progress=job.update)
+            report = self.mf.ensure([entry], settings=self.settings, store=self.store, on_progress=job.update,
+                                    cancel=job.cancel)
             fetched = report.files[0]
             job.path, job.action, job.fetched_bytes = fetched.path, fetched.action, fetched.fetched_bytes
             size = fetched.path.stat().st_size
             job.progress = self.mf.FileProgress(entry.name, entry.directory, "done", size, size)
             log.info("model_fetch: %s %s -> %s (%s received)", fetched.action, entry.describe(), fetched.path,
                      human_bytes(fetched.fetched_bytes))
+        except self.mf.DownloadCancelled as exc:  # the .part stays: status shows it as partial
+            job.error = exc
+            log.info("model_fetch: %s stopped on request; the partial file is kept for the next run", entry.describe())
         except BaseException as exc:  # noqa: BLE001 - kept for the waiting loader and for /model_fetch/status
             job.error = exc
             self._failed[entry.key] = f"{type(exc).__name__}: {exc}"
@@ -219,6 +225,22 @@ class PackFetch:
             raise ModelFetchFailed(f"could not fetch '{entry.name}' into '{entry.directory}' from {sources}: "
                                    f"{job.error}") from job.error
         return job.path
+
+    def cancel(self, names: list[str] | None) -> dict[str, list[dict]]:
+        """Stop the named running downloads (all when ``names`` is None); ``{"cancelled", "not_running"}``.
+
+        A name is a file name or ``directory/name``. The downloads stop within one received block."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        out: dict[str, list[dict]] = {"cancelled": [], "not_running": []}
+        for name in names if names is not None else [f"{j.entry.directory}/{j.entry.name}" for j in jobs]:
+            found = [j for j in jobs if name in (j.entry.name, f"{j.entry.directory}/{j.entry.name}")]
+            for job in found:
+                job.cancel.set()
+                out["cancelled"].append({"name": job.entry.name, "directory": job.entry.directory})
+            if not found:
+                out["not_running"].append({"name": name})
+        return out
 
     # -- status and pull --------------------------------------------------------------------------
     def _rows(self, manifest: Any) -> list[dict]:

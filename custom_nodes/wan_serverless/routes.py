@@ -12,10 +12,15 @@
     optionally with ``"workflow"`` (its embedded sources are checked and accepted first)
     202 ``{"started": [...], "running": [...], "present": [...]}`` at once; the downloads run in
     background threads and show in ``/model_fetch/status``.
+``POST /model_fetch/cancel`` with ``{"names": [name or "directory/name", ...]}`` or ``{"all": true}``
+    200 ``{"cancelled": [...], "not_running": [...]}``: the named downloads of this process stop
+    within one received block; each ``.part`` stays (state ``partial``) and the next run resumes it.
 
 Errors are ``{"error": message, "code": ...}``: 400 ``bad_request`` (body), 400 ``model_unknown``
 (with ``unknown``: the names no manifest lists), 500 ``manifest_invalid``, 503 ``fetch_disabled``.
 Work that touches the disk runs in a thread, never on ComfyUI's event loop.
+
+library.py adds the pack's ``.gguf`` files to the Model Library's ``/experiment/models/{folder}``.
 
 A middleware checks the model sources embedded in every ``POST /prompt`` before ComfyUI sees it
 (``workflow_plan.admit_prompt``): refused sources answer 400 in ComfyUI's own error shape.
@@ -30,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import fetch, workflow_plan
+from . import fetch, library, workflow_plan
 from .errors import UnknownModels
 
 log = logging.getLogger(__name__)
@@ -113,6 +118,25 @@ async def post_pull(request: web.Request) -> web.Response:
     return web.json_response(started, status=202)
 
 
+async def post_cancel(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    try:
+        if isinstance(body, dict) and "workflow" in body:
+            raise ValueError('unknown field(s) workflow: expected {"names": ["<model file name>", ...]} or {"all": true}')
+        names = parse_pull(body)
+    except ValueError as exc:
+        return _error(400, "bad_request", str(exc))
+    ctx, error = _context_or_error()
+    if error is not None:
+        return error
+    answer = ctx.cancel(names)
+    log.info("model_fetch cancel: %d download(s) stopping", len(answer["cancelled"]))
+    return web.json_response(answer)
+
+
 async def post_plan(request: web.Request) -> web.Response:
     try:
         body = await request.json()
@@ -155,4 +179,6 @@ def register(server: Any) -> None:
     server.routes.get("/model_fetch/status")(get_status)
     server.routes.post("/model_fetch/pull")(post_pull)
     server.routes.post("/model_fetch/plan")(post_plan)
-    server.app.middlewares.append(check_embedded_sources)  # the app is not frozen while packs load
+    server.routes.post("/model_fetch/cancel")(post_cancel)
+    server.app.middlewares.append(check_embedded_sources)
+    server.app.middlewares.append(library.list_gguf_files)  # the app is not frozen while packs load
