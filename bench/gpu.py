@@ -338,7 +338,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="write docs/benchmarks.md's GPU section from a results file of a GPU run; run nothing")
     args = p.parse_args(argv)
     if args.from_results is not None:
-        print(write_docs_from(args.from_results))
+        try:
+            print(write_docs_from(args.from_results))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            print(f"--from-results {args.from_results}: not a GPU run's results file ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            return 2
         return 0
     results = run(args.smoke, args.variants, args.city96_git, args.out, args.city96_dir, args.comfy_arg,
                   args.results, args.prepare_only, args.deadline_s, args.skip)

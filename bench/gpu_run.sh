@@ -50,7 +50,8 @@ want=$(sed -n 's/^  "python_version": "\(.*\)",$/\1/p' "$KIT/kit.json")
 have=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$want" = "$have" ] || die "the kit holds wheels for Python $want, $PY is $have: build it with --python-version $have"
 t=$(date +%s)
-rm -rf "$WORK" && mkdir -p "$WORK/frontend" || die "cannot create $WORK"
+rm -rf "$WORK"
+mkdir -p "$WORK/frontend" || die "cannot create $WORK"
 "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
   --target "$WORK/site" "$KIT"/wheels/*.whl || die "pip install --no-index of the kit's wheels failed"
 phase "install wheels (--no-index)" $(( $(date +%s) - t ))
@@ -68,9 +69,10 @@ BENCH=("$PY" -m bench.gpu "${SMOKE[@]}" --results "$OUT/gpu.json" --out "$OUT/gp
 [ -d "$WORK/ComfyUI-GGUF" ] && BENCH+=(--city96-dir "$WORK/ComfyUI-GGUF")
 
 # 4. The stand-ins (fp8 ones only when that variant's turn comes).
-gguf_variants=$(echo "$VARIANTS" | tr ' ' '\n' | grep -vx fp8 | tr '\n' ' ')
+read -r -a gguf_variants <<< "${VARIANTS//fp8/}"
+[ ${#gguf_variants[@]} -gt 0 ] || gguf_variants=(fp8)  # fp8 alone: its stand-ins, and the shared ones
 t=$(date +%s)
-"$PY" -m bench.gpu "${SMOKE[@]}" --prepare-only --variants ${gguf_variants:-ours} || die "generating the stand-ins failed"
+"$PY" -m bench.gpu "${SMOKE[@]}" --prepare-only --variants "${gguf_variants[@]}" || die "generating the stand-ins failed"
 gen=$(( $(date +%s) - t ))
 phase "generate stand-ins" $gen
 

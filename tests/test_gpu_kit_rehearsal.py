@@ -119,3 +119,7 @@ def test_the_gpu_run_rehearsed_offline_in_the_machine_s_environment(tmp_path):
         assert r["ok"] and r["steady_step_s"] > 0 and r["total_s"] > 0 and r["load_s"] is not None, (name, r)
     table = (out / "gpu.md").read_text()
     assert "| ours | yes |" in table and ("| city96 | yes |" in table or not city96)
+    # the docs section takes a GPU run's results only: a smoke run's file is refused, docs untouched
+    refused = subprocess.run([sys.executable, "-m", "bench.gpu", "--from-results", str(out / "gpu.json")], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "a smoke run's results" in refused.stderr, refused.stderr
