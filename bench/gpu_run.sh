@@ -25,6 +25,7 @@ exec > >(tee -a "$OUT/gpu_run.log") 2>&1
 
 elapsed() { echo $(( $(date +%s) - T0 )); }
 phase() { printf '%-34s %5ss   (at %ss)\n' "$1" "$2" "$(elapsed)" | tee -a "$OUT/phases.txt"; }
+free_gib() { df -P --block-size=1G "$WORK" | awk 'NR==2 {print $4}'; }
 die() { echo "gpu_run: $*" >&2; phase "stopped: $*" 0; exit 1; }
 
 [ -f "$kit_arg/kit.json" ] || die "no kit at $kit_arg (kit.json missing): build it with \`make gpu-kit\`"
@@ -83,22 +84,20 @@ weights="$WORK/project/.cache/gpu/weights"
 for v in $VARIANTS; do
   left=$(( BUDGET - $(elapsed) - 15 ))
   need=$(( last + last / 10 ))
-  if [ "$v" = fp8 ]; then
-    need=$(( need + gen * 12 / 10 ))
-    if [ ${#SMOKE[@]} -eq 0 ] && [ "$(df -P --block-size=1G "$WORK" | awk 'NR==2 {print $4}')" -lt 32 ]; then
-      echo "fp8: under 32 GiB free; removing the GGUF UNET stand-ins, which fp8 does not use"
-      rm -f "$weights"/*.gguf
-    fi
-    if [ ${#SMOKE[@]} -eq 0 ] && [ "$(df -P --block-size=1G "$WORK" | awk 'NR==2 {print $4}')" -lt 32 ]; then
-      "${BENCH[@]}" --variants "$v" --skip "skipped: disk (fp8 stand-ins need ~30 GiB)" >/dev/null
-      phase "variant $v: skipped (disk)" 0
-      continue
-    fi
-  fi
+  [ "$v" = fp8 ] && need=$(( need + gen * 12 / 10 ))  # its own stand-ins are generated first
   if [ "$left" -lt "$need" ] || [ "$left" -lt 30 ]; then
     "${BENCH[@]}" --variants "$v" --skip "skipped: time (${left}s left of the ${BUDGET}s budget, ~${need}s needed)" >/dev/null
     phase "variant $v: skipped (time)" 0
     continue
+  fi
+  if [ "$v" = fp8 ] && [ ${#SMOKE[@]} -eq 0 ] && [ "$(free_gib)" -lt 32 ]; then
+    echo "fp8: under 32 GiB free; removing the GGUF UNET stand-ins, which fp8 does not use"
+    rm -f "$weights"/*.gguf
+    if [ "$(free_gib)" -lt 32 ]; then
+      "${BENCH[@]}" --variants "$v" --skip "skipped: disk (fp8 stand-ins need ~30 GiB)" >/dev/null
+      phase "variant $v: skipped (disk)" 0
+      continue
+    fi
   fi
   t=$(date +%s)
   timeout -k 10 "$left" "${BENCH[@]}" --variants "$v" --deadline-s $(( left - 10 ))
