@@ -123,3 +123,11 @@ def test_the_gpu_run_rehearsed_offline_in_the_machine_s_environment(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "bench.gpu", "--from-results", str(out / "gpu.json")], cwd=ROOT,
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "a smoke run's results" in refused.stderr, refused.stderr
+
+
+def test_a_kit_over_its_limit_fails_the_build_naming_its_size(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_kit", "--python-version", "3.11", "--out",
+                           str(tmp_path / "kit"), "--limit-mib", "1"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 1
+    assert re.search(r"gpu-kit: kit is \d+\.\d\d MiB, over the 1 MiB limit", proc.stderr), proc.stderr
