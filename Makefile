@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast pack bench realsize reliability image image-test image-size image-clean clean
+.PHONY: setup demo test test-fast pack bench realsize gpu-kit reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,11 @@ bench: setup
 # Full-size stand-ins (~28 GB, generated under .cache/realsize, deleted afterwards) through the worker on CPU.
 realsize: setup
 	$(PY) -m bench.realsize
+
+# The GPU run's kit (.gpukit, ignored, fails above 60 MiB): wheels the GPU machine lacks, ComfyUI 0.8.0, the
+# project, city96's pack (CITY96_GGUF_GIT=/path/to/ComfyUI-GGUF.git). docs/benchmarks.md, "GPU run in one window".
+gpu-kit: setup
+	$(PY) -m bench.gpu_kit
 
 reliability: setup
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest -m slow tests/reliability
