@@ -23,7 +23,6 @@ full set takes ~5 minutes, each variant a few more).
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import shutil
 import statistics

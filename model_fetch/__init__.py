@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
-
 from ._comfy_folders import ComfyFolders
 from ._folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
 from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
@@ -31,6 +29,7 @@ from .config import Settings
 from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
                      OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 if TYPE_CHECKING:
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
     from ._fetch import EnsureReport, Fetched

@@ -1,10 +1,11 @@
 """The download engine: every source's bytes reach a final file name through here, and only here.
 
 ``<name>.part`` is preallocated in the destination folder and mapped into memory; N workers fetch
-chunk ranges in order over kept-alive connections and receive them straight into the mapping (one copy, socket to page cache;
-``pwrite`` where the filesystem cannot preallocate, so a full disk is an error, never a SIGBUS); each finished chunk goes in the journal (so a killed process resumes);
-a hasher thread feeds sha256 with the contiguous prefix as it completes (from the page cache, no
-pass after the download); then fsync, atomic rename, directory fsync. A partial chunk is resumed
+chunk ranges in order over kept-alive connections and receive them straight into the mapping (one
+copy, socket to page cache; ``pwrite`` where the filesystem cannot preallocate, so a full disk is an
+error, never a SIGBUS); each finished chunk goes in the journal (so a killed process resumes); a hasher
+thread feeds sha256 with the contiguous prefix as it completes (from the page cache, no pass after the
+download); then fsync, atomic rename, directory fsync. A partial chunk is resumed
 from its last byte on retry. A server that ignores ``Range`` is read as one stream.
 """
 
@@ -160,7 +161,8 @@ class Download:
             return True
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
-                raise NotEnoughSpace(self.final.name, str(self.final.parent), size, shutil.disk_usage(self.final.parent).free) from None
+                free = shutil.disk_usage(self.final.parent).free
+                raise NotEnoughSpace(self.final.name, str(self.final.parent), size, free) from None
             if exc.errno not in (22, 95):  # EINVAL/EOPNOTSUPP: no fallocate on this filesystem; ftruncate is enough
                 raise
             return False

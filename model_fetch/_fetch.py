@@ -74,7 +74,8 @@ class Fetcher:
             return Fetched(entry, path, stamp.sha256, "present")
         total = os.stat(path).st_size
         self.emit(FileProgress(entry.name, entry.directory, "verify", 0, total))
-        digest = sha256_file(path, on_bytes=lambda done: self.emit(FileProgress(entry.name, entry.directory, "verify", done, total)))
+        digest = sha256_file(
+            path, on_bytes=lambda done: self.emit(FileProgress(entry.name, entry.directory, "verify", done, total)))
         if entry.sha256 and digest != entry.sha256:
             bad = path.with_name(path.name + f".corrupt-{int(time.time())}")
             os.replace(path, bad)
@@ -152,7 +153,7 @@ class Fetcher:
                 continue
             transport = transport_for(url, settings)
             attempts = 1 + (self.settings.integrity_retries if is_origin else 0)
-            for attempt in range(attempts):
+            for _attempt in range(attempts):
                 def on_bytes(_n: int, done: int, total: int | None, label=transport.label) -> None:
                     self.emit(FileProgress(entry.name, entry.directory, "download", done, total, source=label))
 

@@ -11,12 +11,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from .errors import ManifestError
+from ._folders import canonical
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any
-
-from .errors import ManifestError
-from ._folders import canonical
 
 DEFAULT_MANIFEST = Path(__file__).with_name("default_manifest.json")
 URL_SCHEMES = ("http://", "https://", "hf://", "file://", "s3://")
@@ -71,7 +71,8 @@ def parse_entry(raw: Any, where: str, index: int) -> ModelEntry:
     name = check_name(raw.get("name"), where, label)
     directory = raw.get("directory")
     if not isinstance(directory, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", directory.strip()):
-        raise ManifestError(where, f"'directory' must be a ComfyUI folder name such as diffusion_models, got {directory!r}", label)
+        raise ManifestError(
+            where, f"'directory' must be a ComfyUI folder name such as diffusion_models, got {directory!r}", label)
     url = raw.get("url")
     mirrors = raw.get("mirrors") or []
     if isinstance(mirrors, str):

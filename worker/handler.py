@@ -57,7 +57,8 @@ class ProgressReporter:
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     rt = runtime()
-    result = jobs.handle(job.get("input"), rt, ProgressReporter(job, remote=rt.settings.runpod_remote), job_id=str(job.get("id", "local")))
+    reporter = ProgressReporter(job, remote=rt.settings.runpod_remote)
+    result = jobs.handle(job.get("input"), rt, reporter, job_id=str(job.get("id", "local")))
     if rt.settings.refresh_worker:
         result["refresh_worker"] = True
     return result

@@ -113,7 +113,7 @@ def _describe(error: ValidationError) -> tuple[str, str]:
             return _describe(inner[0])
         return field_path, custom or "does not match any allowed form"
     if kind == "additionalProperties":
-        known = list((schema.get("properties") or {}))
+        known = list(schema.get("properties") or {})
         extra = next((k for k in error.instance if k not in known), "?")
         hint = " (send the job's 'input' object, not the whole job)" if extra == "input" else ""
         return _join(field_path, extra), f"unknown key; expected one of: {', '.join(known)}{hint}"

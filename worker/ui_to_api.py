@@ -252,8 +252,8 @@ class _Converter:
             return None if index < 0 else self.resolve_input(g, node, index, None, seen)
         if node["type"] in self.subgraphs:
             inner = self.inner(g, node)
-            link = next((l for l in inner.links.values()
-                         if l.get("target_id") == SUBGRAPH_OUTPUT and l.get("target_slot") == slot), None)
+            link = next((ln for ln in inner.links.values()
+                         if ln.get("target_id") == SUBGRAPH_OUTPUT and ln.get("target_slot") == slot), None)
             origin = inner.nodes.get(str((link or {}).get("origin_id")))
             if origin is None:
                 return None
