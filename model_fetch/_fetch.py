@@ -23,7 +23,8 @@ from ._hashing import sha256_file
 from ._lease import Lease
 from ._manifest import WORKFLOW_ORIGIN, ModelEntry
 from ._progress import FileProgress, PerFileThrottle
-from ._transports import is_network, transport_for
+from ._transport_factory import transport_for
+from ._transports import is_network
 from ._store import Store, journal_path, part_path
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Byte sources the engine reads ranges from: HTTP(S) and ``file://`` here; Hugging Face in ``_hf.py``, S3 in ``_s3.py``;
-``transport_for`` picks one for a URL.
+``_transport_factory.transport_for`` picks one for a URL (so this base module imports neither).
 
 A transport answers ``probe()`` (size, range support, identity, declared sha256) and
 ``read(start, end)`` (an iterator of byte blocks). It raises ``Transient`` for what a retry may
@@ -286,23 +286,3 @@ class FileTransport:
 def is_network(url: str) -> bool:
     """False only for ``file://`` sources, which offline mode may still use."""
     return not url.startswith("file://")
-
-
-def transport_for(url: str, settings: Settings) -> Transport:
-    """The transport that reads ``url``: s3://, file://, Hugging Face, plain http(s)."""
-    if url.startswith("s3://"):
-        from ._s3 import S3Transport
-
-        return S3Transport(url, settings)
-    if url.startswith("file://"):
-        return FileTransport(url)
-    from ._hf import HfTransport, parse_hf_url
-
-    hf_file = parse_hf_url(url, settings.hf_endpoint)
-    if hf_file is not None:
-        return HfTransport(hf_file, settings)
-    if url.startswith(("http://", "https://")):
-        return HttpTransport(url, settings)
-    from .errors import ManifestError
-
-    raise ManifestError(url, "unsupported source scheme")

@@ -78,11 +78,13 @@ def parse_pull(body: Any) -> list[str] | None:
 
 async def get_status(request: web.Request) -> web.Response:
     ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    if error is not None or ctx is None:
+        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     try:
         return web.json_response(await asyncio.to_thread(_status_document, ctx))
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
 
@@ -96,8 +98,10 @@ async def post_pull(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
     ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    if error is not None or ctx is None:
+        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx,
                                       {"extra_data": {"extra_pnginfo": {"workflow": body.get("workflow")}}})
     if refused is not None:
@@ -106,7 +110,7 @@ async def post_pull(request: web.Request) -> web.Response:
         started = await asyncio.to_thread(ctx.pull, names)
     except UnknownModels as exc:
         return web.json_response(exc.to_answer(), status=400)
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
     log.info("model_fetch pull: started %d, already running %d, present %d",
              len(started["started"]), len(started["running"]), len(started["present"]))
@@ -121,11 +125,13 @@ async def post_plan(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
         return _error(400, "bad_request", 'expected {"workflow": <UI workflow>}')
     ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    if error is not None or ctx is None:
+        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     try:
         return web.json_response({"models": await asyncio.to_thread(workflow_plan.plan_rows, ctx, body["workflow"])})
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
 

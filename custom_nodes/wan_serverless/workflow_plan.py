@@ -42,7 +42,7 @@ def _target(ctx: PackFetch, directory: str) -> str | None:
 
 def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
     """One row per model file of ``workflow`` (UI format), as the editor's panel shows it."""
-    from model_fetch import check_embedded_sources, redact_url, workflow_needs
+    from model_fetch import Manifest, check_embedded_sources, redact_url, workflow_needs
 
     needs = workflow_needs(workflow)
     accepted, refused = check_embedded_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
@@ -52,12 +52,12 @@ def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
     for entry in accepted:
         if known.find(entry.name, entry.directory) is None:
             known.add(entry)
-    sub = ctx.mf.Manifest()
+    sub = Manifest()
     for need in needs:
         entry = known.find(need.name, need.directory)
         if entry is not None and entry.sources:
             sub.add(entry)
-    status = {(r["directory"], r["name"]): r for r in ctx._rows(sub)} if len(sub) else {}
+    status = {(r["directory"], r["name"]): r for r in ctx.rows(sub)} if len(sub) else {}
     rows = []
     for need in needs:
         key = (need.directory, need.name)
