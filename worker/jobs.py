@@ -164,7 +164,7 @@ def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
     mode = spec.mode or s.mode
     if mode != "s3":
         return mode, None
-    bucket = spec.bucket or s.bucket or out.bucket_of_endpoint(s.bucket_endpoint_url)
+    bucket = spec.bucket or s.bucket or out.bucket_of_endpoint(ctx.runtime.fetch_settings.s3_endpoint_url)
     if not bucket:
         raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or a "
                                             "BUCKET_ENDPOINT_URL of the form https://BUCKET.s3.REGION.amazonaws.com)")
