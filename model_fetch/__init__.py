@@ -31,6 +31,8 @@ from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError,
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
     from ._fetch import EnsureReport, Fetched
     from ._inventory import FileStatus
@@ -84,7 +86,7 @@ def defaults(settings: Settings | None = None, manifest: Manifest | None = None,
     return settings, manifest, store
 
 
-def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
+def plan(workflow: dict[str, Any] | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
          store: Store | None = None, comfy: ComfyFolders | None = None) -> "Plan":
     """The model files ``workflow`` needs (UI or API format), resolved against store, ComfyUI's own
     folders (``comfy``) and manifest."""
@@ -133,7 +135,7 @@ def gc(*, settings: Settings | None = None, store: Store | None = None):
     return _gc(store, settings.lease_ttl)
 
 
-def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict:
+def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict[str, Any]:
     from ._diagnostics import doctor as _doctor
 
     settings, manifest, store = defaults(settings, manifest, store)

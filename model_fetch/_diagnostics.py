@@ -7,6 +7,7 @@ where ComfyUI will look for each folder.
 
 from __future__ import annotations
 
+from typing import Any
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,7 +43,7 @@ def _volume_problems(settings: Settings, write_root: Path | None, need: int) -> 
     return []
 
 
-def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict:
+def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict[str, Any]:
     """A JSON-ready report; ``problems`` lists what needs attention, ``ok`` is False if any is fatal."""
     problems: list[str] = []
     fatal = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ class FileStatus:
     holder: str | None = None
     tiers: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"name": self.entry.name, "directory": self.entry.directory, "state": self.state,
                 "path": str(self.path) if self.path else None, "size": self.size, "done": self.done,
                 "sha256": self.sha256, "holder": self.holder, "tiers": self.tiers}

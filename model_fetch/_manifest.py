@@ -167,20 +167,3 @@ def load_manifest(paths: list[Path] | tuple[Path, ...] = (), include_default: bo
     for path in ([DEFAULT_MANIFEST] if include_default else []) + [Path(p) for p in paths]:
         merged.merge(read_manifest(path))
     return merged
-
-
-def dump_entries(entries: list[ModelEntry]) -> list[dict]:
-    """Entries back to the manifest/JSON shape."""
-    out = []
-    for e in entries:
-        d: dict[str, Any] = {"name": e.name, "directory": e.directory}
-        if e.url:
-            d["url"] = e.url
-        if e.sha256:
-            d["hash"], d["hash_type"] = e.sha256, "sha256"
-        if e.size is not None:
-            d["size"] = e.size
-        if e.mirrors:
-            d["mirrors"] = list(e.mirrors)
-        out.append(d)
-    return out

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ class FileProgress:
     def fraction(self) -> float | None:
         return None if not self.total else min(1.0, self.done / self.total)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ class VerifyResult:
     sha256: str | None = None
     expected: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"name": self.entry.name, "directory": self.entry.directory, "state": self.state,
                 "path": str(self.path) if self.path else None, "sha256": self.sha256, "expected": self.expected}
 

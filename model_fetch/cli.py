@@ -7,6 +7,7 @@ lines otherwise.
 
 from __future__ import annotations
 
+from typing import Any
 import argparse
 import json
 import logging
@@ -106,7 +107,7 @@ def _merge_late(args: argparse.Namespace) -> argparse.Namespace:
 
 def _settings(args: argparse.Namespace) -> Settings:
     s = Settings.from_env()
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     if args.manifest:
         changes["manifests"] = list(s.manifests) + args.manifest
     if args.no_default_manifest:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def human_bytes(n: float | None) -> str:
     if n is None:
@@ -18,7 +20,7 @@ class ModelFetchError(Exception):
 
     code = "model_fetch_error"
 
-    def to_answer(self) -> dict:
+    def to_answer(self) -> dict[str, Any]:
         """``{"error": <message>, "code": <code>}``, the shape every error of the project answers with."""
         return {"error": str(self), "code": self.code}
 
@@ -111,9 +113,3 @@ class LeaseTimeout(ModelFetchError):
     """Another process holds the download of a file for longer than the wait allows."""
 
     code = "lease_timeout"
-
-
-class UsageError(ModelFetchError):
-    """Wrong command-line usage (exit code 2)."""
-
-    code = "usage"

@@ -32,13 +32,13 @@ class ProgressReporter:
     The events themselves come from model_fetch (files) and ComfyUI (sampling); nothing is computed here.
     """
 
-    def __init__(self, job: dict, interval: float = 2.0, remote: bool = False) -> None:
+    def __init__(self, job: dict[str, Any], interval: float = 2.0, remote: bool = False) -> None:
         self.job = job
         self.interval = interval
         self.remote = remote and "id" in job
-        self.sent: dict[tuple, tuple[float, object]] = {}  # stream -> (time, phase) of its last event sent
+        self.sent: dict[tuple[Any, ...], tuple[float, object]] = {}  # stream -> (time, phase) of its last event sent
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
         stream, phase = (event.get("stage"), event.get("file")), event.get("phase")
         last = self.sent.get(stream)

@@ -53,7 +53,7 @@ class OutputSpec:
 class Job:
     """A validated job input."""
 
-    workflow: str | dict = DEFAULT_WORKFLOW
+    workflow: str | dict[str, Any] = DEFAULT_WORKFLOW
     params: dict[str, Any] = field(default_factory=dict)
     images: tuple[ImageInput, ...] = ()
     output: OutputSpec = field(default_factory=OutputSpec)
@@ -62,7 +62,7 @@ class Job:
 
 
 @functools.lru_cache(maxsize=1)
-def load_schema() -> dict:
+def load_schema() -> dict[str, Any]:
     """The job input JSON Schema (draft 2020-12)."""
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
@@ -145,7 +145,7 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     return field_path, message
 
 
-def _check_values(raw: dict) -> None:
+def _check_values(raw: dict[str, Any]) -> None:
     """Rules JSON Schema cannot say well: finite numbers, unique image names, fields per action and mode."""
     for name, value in (raw.get("params") or {}).items():
         if isinstance(value, float) and not math.isfinite(value):

@@ -23,7 +23,7 @@ from .runtime import Runtime
 from .workflows import apply_params, load_workflow
 
 log = logging.getLogger(__name__)
-Report = Callable[[dict], None]
+Report = Callable[[dict[str, Any]], None]
 REFERENCE_WORK = 832 * 480 * 81 * 4  # pixels × frames × steps of the default job
 
 
@@ -37,7 +37,7 @@ class JobContext:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def deadline_for(job: Job, params: dict, runtime: Runtime) -> float:
+def deadline_for(job: Job, params: dict[str, Any], runtime: Runtime) -> float:
     """Seconds allowed for ComfyUI's part: base + per_unit × work relative to the default job, capped."""
     s = runtime.settings
     if job.timeout:
@@ -51,14 +51,14 @@ def deadline_for(job: Job, params: dict, runtime: Runtime) -> float:
     return min(s.timeout_base + s.timeout_per_unit * units, s.timeout_max)
 
 
-def comfy_execution_seconds(entry: dict) -> float | None:
+def comfy_execution_seconds(entry: dict[str, Any]) -> float | None:
     """ComfyUI's own run time, from the execution_start/-success timestamps in the history entry."""
     stamps = {name: (data or {}).get("timestamp") for name, data in (entry.get("status") or {}).get("messages") or []}
     start, end = stamps.get("execution_start"), stamps.get("execution_success")
     return round((end - start) / 1000, 3) if start is not None and end is not None else None
 
 
-def plan_models(graph: dict, ctx: JobContext) -> "model_fetch.Plan":
+def plan_models(graph: dict[str, Any], ctx: JobContext) -> "model_fetch.Plan":
     """Which model files the graph needs and where each comes from; fails (``model_unknown``) before any
     download. Files ComfyUI itself finds count as present: its folders on disk first, then, for a file
     still unknown, what the running ComfyUI lists under ``GET /models/{folder}``."""
@@ -77,7 +77,7 @@ def plan_models(graph: dict, ctx: JobContext) -> "model_fetch.Plan":
         raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
 
 
-def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict:
+def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict[str, Any]:
     """Fetch the plan's missing files, reporting bytes as they arrive."""
     rt = ctx.runtime
     t0 = time.monotonic()
@@ -133,7 +133,7 @@ def _upload_inputs(files: InputFiles, client: ComfyClient, ctx: JobContext) -> t
     return image_name, renames
 
 
-def _rename_inputs(graph: dict, renames: dict[str, str]) -> dict:
+def _rename_inputs(graph: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
     """Point LoadImage-style inputs at the uploaded (job-unique) names."""
     if not renames:
         return graph
@@ -145,7 +145,7 @@ def _rename_inputs(graph: dict, renames: dict[str, str]) -> dict:
     return graph
 
 
-def _collect(entry: dict, ctx: JobContext) -> list[out.OutputFile]:
+def _collect(entry: dict[str, Any], ctx: JobContext) -> list[out.OutputFile]:
     base = ctx.runtime.settings.base_dir
     files = []
     for item in output_files(entry):
@@ -171,7 +171,7 @@ def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
     return mode, bucket
 
 
-def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
+def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict[str, Any]]:
     s, spec = ctx.runtime.settings.output, job.output
     mode, bucket = target
     if mode == "s3" and bucket:
@@ -196,7 +196,7 @@ def _cleanup(ctx: JobContext, client: ComfyClient | None, prompt_id: str | None)
             pass
 
 
-def run_workflow(job: Job, ctx: JobContext) -> dict:
+def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
     """parse (done) → load workflow → apply and validate params → output target → plan models → read input
     images → fetch models → upload → queue → follow → deliver. Nothing is downloaded or uploaded before
     every check that needs no download has passed."""
@@ -256,7 +256,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
         _cleanup(ctx, client, prompt_id)
 
 
-def run_action(job: Job, ctx: JobContext) -> dict:
+def run_action(job: Job, ctx: JobContext) -> dict[str, Any]:
     """``status`` / ``prefetch`` / ``verify`` / ``doctor``: the storage checks, from model_fetch."""
     rt = ctx.runtime
     fs, store = rt.fetch_settings, rt.store()
@@ -281,7 +281,7 @@ def run_action(job: Job, ctx: JobContext) -> dict:
     raise InvalidInput("action", f"unknown action {job.action!r}")
 
 
-def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str = "local") -> dict:
+def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str = "local") -> dict[str, Any]:
     """Answer one job: a result dict, or ``{"error", "code", ...}``. Never raises, never hangs."""
     ctx = JobContext(runtime, report or (lambda _: None), job_id)
     try:

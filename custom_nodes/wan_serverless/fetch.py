@@ -36,17 +36,6 @@ RATE_WINDOW_S = 5.0  # the download rate shown is averaged over this many second
 MARK = "\u2913"  # ⤓, shown before fetchable models in the graph editor (web/model_fetch.js)
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "size unknown"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000:
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
 @dataclass
 class Job:
     """One download in this process; ``progress`` is the latest model_fetch event."""
@@ -188,6 +177,7 @@ class PackFetch:
 
     def _run(self, job: Job) -> None:
         from model_fetch import FileProgress, ensure
+        from model_fetch.errors import human_bytes
 
         entry = job.entry
         log.info("model_fetch: fetching %s (%s, %s)", entry.describe(), human_bytes(entry.size), job.origin)
@@ -299,6 +289,8 @@ class PackFetch:
 
 def label(name: str, state: str, done: int, size: int | None) -> str:
     """How the graph editor shows a model that is not on disk yet."""
+    from model_fetch.errors import human_bytes
+
     if state in ("downloading", "partial") and size:
         return f"{MARK} {name}  ({human_bytes(done)} of {human_bytes(size)}, {state})"
     return f"{MARK} {name}  ({human_bytes(size) + ', ' if size is not None else ''}downloads on first run)"
