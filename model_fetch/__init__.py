@@ -33,6 +33,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of 
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._cleanup import GcReport
+    from ._verifier import VerifyResult
+
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
     from ._fetch import EnsureReport, Fetched
     from ._inventory import FileStatus
@@ -49,7 +52,7 @@ _LAZY = {"EnsureReport": ("_fetch", "EnsureReport"), "Fetched": ("_fetch", "Fetc
          "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host")}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
@@ -119,7 +122,7 @@ def status(*, settings: Settings | None = None, manifest: Manifest | None = None
 
 
 def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manifest: Manifest | None = None,
-           store: Store | None = None):
+           store: Store | None = None) -> list[VerifyResult]:
     """Rehash present files (all manifest entries, or those named)."""
     from ._verifier import verify as _verify
 
@@ -128,7 +131,7 @@ def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manif
     return _verify([e for e in manifest if not wanted or e.name in wanted], store)
 
 
-def gc(*, settings: Settings | None = None, store: Store | None = None):
+def gc(*, settings: Settings | None = None, store: Store | None = None) -> GcReport:
     from ._cleanup import gc as _gc
 
     settings, _, store = defaults(settings, Manifest(), store)
@@ -150,14 +153,14 @@ def write_paths(path: str | Path, *, settings: Settings | None = None, store: St
     return write_extra_model_paths(store, Path(path))
 
 
-def s3_client(settings: Settings | None = None):
+def s3_client(settings: Settings | None = None) -> Any:  # a boto3 client (untyped)
     """A boto3 S3 client for the configured endpoint and credentials (``BUCKET_*`` / ``AWS_*``)."""
     from ._s3 import make_client
 
     return make_client(settings or Settings.from_env())
 
 
-def s3_upload(client, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
+def s3_upload(client: Any, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
     """Upload ``path`` to ``s3://bucket/key`` (multipart; the sha256, when given, in the object metadata)."""
     from ._s3 import upload
 

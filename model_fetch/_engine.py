@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from . import _journal as journal_mod
 from .config import Settings
@@ -29,6 +30,7 @@ from .errors import DownloadError, IntegrityError, NotEnoughSpace
 from ._store import journal_path, part_path
 from ._transports import Probe, RangeIgnored, Transient, Transport
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 300.0
 
@@ -47,7 +49,7 @@ class Result:
 
 
 def backoff(attempt: int, settings: Settings, retry_after: float | None) -> float:
-    delay = min(settings.backoff_max, settings.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+    delay = min(settings.backoff_max, settings.backoff_base * 2.0 ** attempt) * random.uniform(0.5, 1.0)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay
@@ -94,7 +96,7 @@ class Download:
         self.size: int | None = expected_size
 
     # -- helpers --------------------------------------------------------------------------
-    def _with_retries(self, what: str, fn, attempts: int):
+    def _with_retries(self, what: str, fn: Callable[[], T], attempts: int) -> T:
         for attempt in range(attempts):
             try:
                 return fn()
@@ -104,6 +106,7 @@ class Download:
                 delay = backoff(attempt, self.settings, exc.retry_after)
                 log.info("%s: %s; retrying in %.1fs", what, exc, delay)
                 time.sleep(delay)
+        raise DownloadError(f"{what}: no attempt allowed")  # attempts < 1
 
     def _count(self, n: int) -> None:
         with self._lock:

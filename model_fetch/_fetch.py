@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,7 +155,7 @@ class Fetcher:
             transport = transport_for(url, settings)
             attempts = 1 + (self.settings.integrity_retries if is_origin else 0)
             for _attempt in range(attempts):
-                def on_bytes(_n: int, done: int, total: int | None, label=transport.label) -> None:
+                def on_bytes(_n: int, done: int, total: int | None, label: str = transport.label) -> None:
                     self.emit(FileProgress(entry.name, entry.directory, "download", done, total, source=label))
 
                 dl = Download(transport, final, settings, expected_sha256=expected, expected_size=entry.size,
@@ -249,7 +249,7 @@ class Fetcher:
 
 
 @contextlib.contextmanager
-def _space_errors(entry: ModelEntry, final: Path):
+def _space_errors(entry: ModelEntry, final: Path) -> Iterator[None]:
     """The filesystem filled up after the preflight (another writer): any write failing with ENOSPC/EDQUOT
     (chunk journal, lease, stamp) becomes NotEnoughSpace, one clear error; a ``.part`` stays resumable."""
     try:

@@ -16,6 +16,7 @@ from ._folders import canonical
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 DEFAULT_MANIFEST = Path(__file__).with_name("default_manifest.json")
@@ -119,7 +120,7 @@ class Manifest:
         matches = [e for (_, n), e in self.entries.items() if n == name]
         return matches[0] if len(matches) == 1 else None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ModelEntry]:
         return iter(self.entries.values())
 
     def __len__(self) -> int:

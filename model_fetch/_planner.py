@@ -86,7 +86,7 @@ def is_ui_format(graph: dict[str, Any]) -> bool:
     return isinstance(graph.get("nodes"), list)
 
 
-def _add(needs: dict[str, Any], name: Any, directory: str, node: str, embedded: ModelEntry | None = None) -> None:
+def _add(needs: dict[tuple[str, str], Need], name: Any, directory: str, node: str, embedded: ModelEntry | None = None) -> None:
     if not isinstance(name, str) or name in NOT_FILES:
         return
     key = (canonical(directory), name)
@@ -114,7 +114,7 @@ def _ui_nodes(graph: dict[str, Any]) -> list[dict[str, Any]]:
 
 def needs_of_ui(graph: dict[str, Any], where: str = "workflow") -> dict[tuple[str, str], Need]:
     needs: dict[tuple[str, str], Need] = {}
-    skipped_names: set[str] = set()
+    skipped_names: set[Any] = set()  # raw widget values and model names of muted/bypassed nodes
     for node in _ui_nodes(graph):
         node_id = str(node.get("id", "?"))
         models = (node.get("properties") or {}).get("models") or []
@@ -184,7 +184,7 @@ def plan_workflow(workflow: dict[str, Any] | str | Path, manifest: Manifest, sto
             outside = path is not None or comfy.lists(need.name, need.directory)
         if path is None and not outside and (entry is None or not entry.sources):
             unknown.append((need.name, need.directory))
-        elif path is None and not outside and entry.origin == WORKFLOW_ORIGIN:
+        elif path is None and not outside and entry is not None and entry.origin == WORKFLOW_ORIGIN:
             try:
                 check_embedded_url(entry.url, need.name, need.directory, settings.allowed_hosts,
                                    settings.allow_private_urls)

@@ -36,7 +36,7 @@ def split_url(url: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
-def make_client(settings: Settings, max_pool: int = 10):
+def make_client(settings: Settings, max_pool: int = 10) -> Any:  # boto3 ships no types
     """A boto3 S3 client for the configured endpoint; retries are ours, not botocore's."""
     import boto3
     from botocore.config import Config
@@ -109,7 +109,7 @@ def mirror_url(base: str, entry: ModelEntry) -> str:
     return f"s3://{bucket}/{prefix + '/' if prefix else ''}{entry.directory}/{entry.name}"
 
 
-def upload(client, path: Path, url: str, sha256: str | None = None, content_type: str | None = None) -> None:
+def upload(client: Any, path: Path, url: str, sha256: str | None = None, content_type: str | None = None) -> None:
     """Multipart upload (boto3's transfer manager) with the sha256 in the object metadata."""
     from boto3.s3.transfer import TransferConfig
 
