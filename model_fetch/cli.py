@@ -196,7 +196,8 @@ def cmd_plan(c: Context) -> int:
     from ._planner import plan_workflow
 
     p = plan_workflow(c.args.workflow, c.manifest, c.store, _comfy_folders(c.args, c.settings), c.settings)
-    lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url if i.entry else 'no source'}")
+    lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}"
+             + ("" if i.present else f"  <- {i.entry.url if i.entry else 'no source'}")
              + (f"  (ComfyUI: {i.path or 'listed'})" if i.outside_store else "") for i in p.items]
     _emit(c.args, {"workflow": str(c.args.workflow), "files": p.as_dict()}, "\n".join(lines))
     return 0

@@ -58,14 +58,14 @@ class ComfyClient:
         self.session = session or requests.Session()
 
     # -- plain HTTP -------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", HTTP_TIMEOUT)
         try:
             return self.session.request(method, f"{self.base_url}{path}", **kwargs)
         except requests.RequestException as exc:
             raise ComfyUnavailable(f"ComfyUI at {self.base_url} did not answer {method} {path}: {type(exc).__name__}") from exc
 
-    def _json(self, method: str, path: str, **kwargs) -> Any:
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self._request(method, path, **kwargs)
         if resp.status_code >= 500:
             raise ComfyUnavailable(f"ComfyUI answered {resp.status_code} to {method} {path}")
@@ -73,7 +73,8 @@ class ComfyClient:
         return resp.json()
 
     def object_info(self) -> dict[str, Any]:
-        return self._json("GET", "/object_info")
+        info: dict[str, Any] = self._json("GET", "/object_info")
+        return info
 
     def list_models(self, folder: str) -> list[str]:
         """``GET /models/{folder}``: every file ComfyUI finds for a model folder (none for an unknown folder)."""
@@ -108,11 +109,12 @@ class ComfyClient:
         if resp.status_code >= 500:
             raise ComfyUnavailable(f"ComfyUI answered {resp.status_code} to POST /prompt")
         resp.raise_for_status()
-        return resp.json()["prompt_id"]
+        return str(resp.json()["prompt_id"])
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of ``prompt_id``, or None while it has not finished."""
-        return self._json("GET", f"/history/{prompt_id}").get(prompt_id)
+        entry: dict[str, Any] | None = self._json("GET", f"/history/{prompt_id}").get(prompt_id)
+        return entry
 
     def delete_history(self, prompt_id: str) -> None:
         self._request("POST", "/history", json={"delete": [prompt_id]})

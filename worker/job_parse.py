@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ class Job:
 @functools.lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     """The job input JSON Schema (draft 2020-12)."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
 
 
 @functools.lru_cache(maxsize=8)
@@ -123,8 +125,8 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     if "propertyNames" in error.absolute_schema_path:
         return _join(field_path, error.instance), ("is not an allowed name (a letter or '_', then letters, digits, "
                                                    "'_'; at most 64 characters)")
-    messages = {
-        "type": lambda: custom or "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in (
+    messages: dict[str, Callable[[], str]] = {
+        "type": lambda: custom or "must be " + " or ".join(str(_TYPE_WORDS.get(t, t)) for t in (
             expected if isinstance(expected, list) else [expected])),
         "enum": lambda: "must be one of: " + ", ".join(json.dumps(v) for v in expected),
         "const": lambda: f"must be {json.dumps(expected)}",

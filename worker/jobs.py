@@ -64,7 +64,7 @@ def plan_models(graph: dict[str, Any], ctx: JobContext) -> "model_fetch.Plan":
     still unknown, what the running ComfyUI lists under ``GET /models/{folder}``."""
     rt = ctx.runtime
     comfy = rt.comfy_folders()
-    kwargs = dict(settings=rt.fetch_settings, store=rt.store(), comfy=comfy)
+    kwargs: dict[str, Any] = dict(settings=rt.fetch_settings, store=rt.store(), comfy=comfy)
     try:
         try:
             return model_fetch.plan(graph, **kwargs)
@@ -92,7 +92,7 @@ def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict[str, Any]:
                     ctx.report({"stage": "models", "file": f"{p.directory}/{p.name}", "phase": p.phase,
                                 "done": p.done, "total": p.total})
 
-            model_fetch.ensure([i.entry for i in missing], settings=rt.fetch_settings, store=rt.store(),
+            model_fetch.ensure([i.entry for i in missing if i.entry is not None], settings=rt.fetch_settings, store=rt.store(),
                                on_progress=on_progress)
     except model_fetch.ModelFetchError as exc:
         raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
@@ -262,7 +262,8 @@ def run_action(job: Job, ctx: JobContext) -> dict[str, Any]:
     fs, store = rt.fetch_settings, rt.store()
     try:
         if job.action == "status":
-            answer = {"status": "success", "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
+            answer: dict[str, Any] = {"status": "success",
+                                      "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
             if rt.gpu is not None and rt.gpu.info is not None:
                 answer["gpu"] = asdict(rt.gpu.info)
             return answer

@@ -40,7 +40,7 @@ def _opts(spec: Any) -> dict[str, Any]:
     return opts if isinstance(opts, dict) else {}
 
 
-def ordered_specs(info: dict[str, Any]) -> list[tuple[str, list, bool]]:
+def ordered_specs(info: dict[str, Any]) -> list[tuple[str, list[Any], bool]]:
     """``(name, spec, optional)`` in the frontend's order, with the inputs the frontend adds."""
     inputs = info.get("input") or {}
     required = dict(inputs.get("required") or {})

@@ -60,7 +60,7 @@ def as_base64(files: list[OutputFile], limit: int) -> list[dict[str, Any]]:
     return [{**f.describe(), "type": "base64", "data": base64.b64encode(f.path.read_bytes()).decode()} for f in files]
 
 
-def to_s3(files: list[OutputFile], client, bucket: str, prefix: str, expires_in: int) -> list[dict[str, Any]]:
+def to_s3(files: list[OutputFile], client: Any, bucket: str, prefix: str, expires_in: int) -> list[dict[str, Any]]:
     """Multipart upload (content type set) and a presigned GET URL per file."""
     from model_fetch import s3_upload
 

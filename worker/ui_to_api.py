@@ -36,7 +36,8 @@ def process_dynamic_prompt(text: str, rng: random.Random | None = None) -> str:
 
     def block(top: bool) -> str:  # top: the whole text; else one {a|b} block, up to its '}'
         nonlocal pos
-        options, current, depth = [], "", 0
+        options: list[str] = []
+        current, depth = "", 0
         while pos < len(text):
             ch, pos = text[pos], pos + 1
             if ch == "\\":
@@ -192,7 +193,7 @@ class _Converter:
             while stack:
                 link = g.links.get(str(stack.pop()))
                 target = g.nodes.get(str(link.get("target_id"))) if link else None
-                if target is None or str(link["id"]) in seen:
+                if link is None or target is None or str(link["id"]) in seen:
                     continue
                 seen.add(str(link["id"]))
                 if target["type"] in REROUTES:
@@ -222,12 +223,15 @@ class _Converter:
         return self.resolve_output(g, origin, int(link.get("origin_slot") or 0), want, seen)
 
     def from_subgraph_input(self, g: _Graph, slot: int, seen: set[Any]) -> Any:
+        instance, parent = g.instance, g.parent
+        if instance is None or parent is None:  # the root graph has no subgraph inputs
+            return None
         name = g.inputs[slot].get("name") if slot < len(g.inputs) else None
-        outer_inputs = g.instance.get("inputs") or []
+        outer_inputs = instance.get("inputs") or []
         index = next((i for i, inp in enumerate(outer_inputs) if inp.get("name") == name), None)
         if index is not None and outer_inputs[index].get("link") is not None:
-            return self.resolve_input(g.parent, g.instance, index, None, seen)
-        values, proxies = g.instance.get("widgets_values"), (g.instance.get("properties") or {}).get("proxyWidgets")
+            return self.resolve_input(parent, instance, index, None, seen)
+        values, proxies = instance.get("widgets_values"), (instance.get("properties") or {}).get("proxyWidgets")
         if isinstance(proxies, list):
             pos = next((i for i, p in enumerate(proxies) if p == ["-1", name]), None)
         else:
@@ -255,7 +259,7 @@ class _Converter:
             link = next((ln for ln in inner.links.values()
                          if ln.get("target_id") == SUBGRAPH_OUTPUT and ln.get("target_slot") == slot), None)
             origin = inner.nodes.get(str((link or {}).get("origin_id")))
-            if origin is None:
+            if link is None or origin is None:
                 return None
             return self.resolve_output(inner, origin, int(link.get("origin_slot") or 0), want, seen)
         if node["type"] in REROUTES:
@@ -305,7 +309,7 @@ class _Converter:
 
     def replace_text(self, text: str) -> str:
         """The frontend's ``%date:fmt%`` and ``%Node.widget%`` (S&R name first, then title) replacements."""
-        def one(m: re.Match) -> str:
+        def one(m: re.Match[str]) -> str:
             parts = m.group(1).split(".")
             if len(parts) != 2:
                 return _format_date(parts[0][5:], _dt.datetime.now()) if parts[0].startswith("date:") else m.group(0)
@@ -354,7 +358,7 @@ def is_ui_workflow(graph: Any) -> bool:
     return isinstance(graph, dict) and isinstance(graph.get("nodes"), list) and isinstance(graph.get("links"), list)
 
 
-def ui_to_api(ui_graph: dict[str, Any], object_info: dict[str, Any],
+def ui_to_api(ui_graph: dict[str, Any], object_info: dict[str, Any] | None,
               rng: random.Random | None = None) -> dict[str, dict[str, Any]]:
     """Convert a UI-format workflow to an API prompt using ComfyUI's ``/object_info``.
 
