@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast bench realsize reliability image image-test image-size image-clean clean
+.PHONY: setup demo test test-fast lint bench realsize reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,11 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The type checker and the linter alone (`make test` runs them too: tests/test_static.py).
+lint: setup
+	$(PY) -m mypy
+	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) -m bench

@@ -187,7 +187,7 @@ def as_qtype(qtype: QType | int | str) -> QType:
     """Normalise an enum member, its integer id or its name; raise UnsupportedQuantType if unknown."""
     try:
         if isinstance(qtype, str):
-            return QType[qtype]
+            return QType.__members__[qtype]
         return QType(int(qtype))
     except (KeyError, ValueError):
         raise UnsupportedQuantType(qtype) from None

@@ -274,11 +274,11 @@ class PackFetch:
         out: dict[str, list[dict[str, Any]]] = {"started": [], "running": [], "present": []}
         for entry in entries:
             item = {"name": entry.name, "directory": entry.directory}
-            found = self.store.find(entry)
-            if found is not None and self.store.valid_stamp(found) is not None:
-                out["present"].append({**item, "path": str(found)})
+            stored = self.store.find(entry)
+            if stored is not None and self.store.valid_stamp(stored) is not None:
+                out["present"].append({**item, "path": str(stored)})
                 continue
-            elsewhere = lookup.original_full_path(entry.directory, entry.name) if found is None else None
+            elsewhere = lookup.original_full_path(entry.directory, entry.name) if stored is None else None
             if elsewhere is not None:  # ComfyUI already sees it outside the store
                 out["present"].append({**item, "path": elsewhere})
                 continue

@@ -58,9 +58,10 @@ class GGUFContents:
         return field_value(self.reader, name)
 
 
-def field_value(reader: gguf.GGUFReader, name: str):
-    """A metadata value as a Python object (str, int, float, bool, bytes-like list), or None."""
-    f = reader.get_field(name)
+def field_value(reader: gguf.GGUFReader | None, name: str):
+    """A metadata value as a Python object (str, int, float, bool, bytes-like list), or None (also
+    without a reader)."""
+    f = reader.get_field(name) if reader is not None else None
     if f is None:
         return None
     try:

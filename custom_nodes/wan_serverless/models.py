@@ -82,7 +82,7 @@ def model_input(folder: str, extensions: Iterable[str]) -> tuple[list[str], dict
     return on_disk + sorted(missing), options
 
 
-def check_model(folder: str, name: str, extensions: Iterable[str]) -> bool | str:
+def check_model(folder: str, name: str | None, extensions: Iterable[str]) -> bool | str:
     """``VALIDATE_INPUTS`` for a model input: True when ``name`` is on disk or fetchable, else why not.
 
     ComfyUI 0.8.0 skips its own "value not in list" check for an input that ``VALIDATE_INPUTS``
