@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._lease import Lease
 from ._store import JOURNAL, META, PART, Store, journal_path

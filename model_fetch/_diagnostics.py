@@ -7,10 +7,10 @@ where ComfyUI will look for each folder.
 
 from __future__ import annotations
 
-from typing import Any
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .config import Settings, env_report
 from .errors import human_bytes

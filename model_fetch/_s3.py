@@ -9,11 +9,11 @@ Credentials and presigned URLs are never logged.
 
 from __future__ import annotations
 
-from typing import Any
 import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Settings

@@ -29,7 +29,8 @@ class ProgressReporter:
 
     Events are throttled per stream, a stream being one ``(stage, file)``: at most one every ``interval``
     s, but a new stream or a new ``phase`` of a stream (a file's ``verify``, its ``done``) always passes.
-    The events themselves come from model_fetch (files) and ComfyUI (sampling); nothing is computed here.
+    The events themselves come from model_fetch (files, already thinned per file by its
+    ``PerFileThrottle``) and ComfyUI (sampling); this only paces them for RunPod's progress channel.
     """
 
     def __init__(self, job: dict[str, Any], interval: float = 2.0, remote: bool = False) -> None:

@@ -5,13 +5,13 @@ Presigned URLs are returned to the caller and never logged.
 
 from __future__ import annotations
 
-from typing import Any
 import base64
 import logging
 import mimetypes
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import OutputTooLarge, OutputUploadFailed

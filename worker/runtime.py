@@ -7,12 +7,12 @@ it when it has died since the last job.
 
 from __future__ import annotations
 
-from typing import Any
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import model_fetch
 

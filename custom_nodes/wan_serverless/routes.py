@@ -14,7 +14,8 @@
     background threads and show in ``/model_fetch/status``.
 
 Errors are ``{"error": message, "code": ...}``: 400 ``bad_request`` (body), 400 ``model_unknown``
-(with ``unknown``: the names no manifest lists), 500 ``manifest_invalid``, 503 ``fetch_disabled``.
+(with ``unknown``: the names no manifest lists), 400 ``model_fetch_refused`` (a workflow source breaks
+a rule), 500 with model_fetch's code (``manifest_invalid``, ...), 503 ``fetch_disabled``.
 Work that touches the disk runs in a thread, never on ComfyUI's event loop.
 
 A middleware checks the model sources embedded in every ``POST /prompt`` before ComfyUI sees it
