@@ -14,6 +14,10 @@ import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from .errors import UrlRefused
+
+__all__ = ["UrlRefused", "check_public_host", "check_embedded_url", "request_guard", "host_allowed"]
+
 #: Suffixes an embedded URL may deliver into any folder: formats without code in them.
 SAFE_SUFFIXES = (".safetensors", ".sft", ".gguf")
 #: Pickle-based suffixes, only for folders whose ComfyUI loaders read them with torch.load(weights_only=True)
@@ -21,10 +25,6 @@ SAFE_SUFFIXES = (".safetensors", ".sft", ".gguf")
 PICKLE_SUFFIXES = (".pt", ".pth")
 PICKLE_SAFE_FOLDERS = frozenset({"checkpoints", "diffusion_models", "text_encoders", "vae", "loras", "clip_vision",
                                  "upscale_models", "embeddings", "controlnet"})
-
-
-class UrlRefused(ValueError):
-    """A URL (or the file it names) breaks a rule; the message names the rule."""
 
 
 def check_public_host(host: str, port: int | None) -> None:

@@ -113,3 +113,10 @@ class LeaseTimeout(ModelFetchError):
     """Another process holds the download of a file for longer than the wait allows."""
 
     code = "lease_timeout"
+
+
+class UrlRefused(ModelFetchError, ValueError):
+    """A URL (or the file it names) breaks a rule for untrusted URLs (model_fetch/_urlguard.py); the
+    message names the rule. Raised for job image URLs and workflow-embedded model URLs."""
+
+    code = "url_refused"
