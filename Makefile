@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast pack bench realsize gpu-kit reliability image image-test image-size image-clean clean
+.PHONY: setup demo test test-fast lint pack bench realsize gpu-kit reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,11 @@ test-fast: setup
 # model-fetch wheel it requires (docs/editor.md, "Install into your ComfyUI").
 pack: setup
 	$(PY) scripts/pack.py
+
+# The type checker and the linter alone (`make test` runs them too: tests/test_static.py).
+lint: setup
+	$(PY) -m mypy
+	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) -m bench

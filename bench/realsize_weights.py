@@ -215,7 +215,7 @@ def write_safetensors(path: Path, items: list[tuple[str, str, tuple[int, ...], C
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
-        for name, dtype, shape, make in items:
+        for name, _dtype, _shape, make in items:
             data = make()
             if len(data) != header[name]["data_offsets"][1] - header[name]["data_offsets"][0]:
                 raise AssertionError(f"{name}: wrong byte count")

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
-
 from ._comfy_folders import ComfyFolders
 from ._folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
 from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
@@ -31,8 +29,13 @@ from .config import Settings
 from .errors import (DownloadCancelled, DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError,
                      NotEnoughSpace, OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 if TYPE_CHECKING:
     import threading
+    from typing import Any
+
+    from ._cleanup import GcReport
+    from ._verifier import VerifyResult
 
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
     from ._fetch import EnsureReport, Fetched
@@ -50,7 +53,7 @@ _LAZY = {"EnsureReport": ("_fetch", "EnsureReport"), "Fetched": ("_fetch", "Fetc
          "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host")}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
@@ -87,7 +90,7 @@ def defaults(settings: Settings | None = None, manifest: Manifest | None = None,
     return settings, manifest, store
 
 
-def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
+def plan(workflow: dict[str, Any] | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
          store: Store | None = None, comfy: ComfyFolders | None = None) -> "Plan":
     """The model files ``workflow`` needs (UI or API format), resolved against store, ComfyUI's own
     folders (``comfy``) and manifest."""
@@ -124,7 +127,7 @@ def status(*, settings: Settings | None = None, manifest: Manifest | None = None
 
 
 def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manifest: Manifest | None = None,
-           store: Store | None = None):
+           store: Store | None = None) -> list[VerifyResult]:
     """Rehash present files (all manifest entries, or those named)."""
     from ._verifier import verify as _verify
 
@@ -133,14 +136,14 @@ def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manif
     return _verify([e for e in manifest if not wanted or e.name in wanted], store)
 
 
-def gc(*, settings: Settings | None = None, store: Store | None = None):
+def gc(*, settings: Settings | None = None, store: Store | None = None) -> GcReport:
     from ._cleanup import gc as _gc
 
     settings, _, store = defaults(settings, Manifest(), store)
     return _gc(store, settings.lease_ttl)
 
 
-def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict:
+def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict[str, Any]:
     from ._diagnostics import doctor as _doctor
 
     settings, manifest, store = defaults(settings, manifest, store)
@@ -155,14 +158,14 @@ def write_paths(path: str | Path, *, settings: Settings | None = None, store: St
     return write_extra_model_paths(store, Path(path))
 
 
-def s3_client(settings: Settings | None = None):
+def s3_client(settings: Settings | None = None) -> Any:  # a boto3 client (untyped)
     """A boto3 S3 client for the configured endpoint and credentials (``BUCKET_*`` / ``AWS_*``)."""
     from ._s3 import make_client
 
     return make_client(settings or Settings.from_env())
 
 
-def s3_upload(client, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
+def s3_upload(client: Any, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
     """Upload ``path`` to ``s3://bucket/key`` (multipart; the sha256, when given, in the object metadata)."""
     from ._s3 import upload
 

@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._lease import Lease
 from ._store import JOURNAL, META, PART, Store, journal_path
@@ -17,7 +18,7 @@ class GcReport:
     freed_bytes: int = 0
     kept_active: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"removed": self.removed, "freed_bytes": self.freed_bytes, "kept_active": self.kept_active}
 
 

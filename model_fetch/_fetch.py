@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,8 @@ from ._hashing import sha256_file
 from ._lease import Lease
 from ._manifest import WORKFLOW_ORIGIN, ModelEntry
 from ._progress import FileProgress, PerFileThrottle
-from ._transports import is_network, transport_for
+from ._transport_factory import transport_for
+from ._transports import is_network
 from ._store import Store, journal_path, part_path
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ class Fetcher:
             return Fetched(entry, path, stamp.sha256, "present")
         total = os.stat(path).st_size
         self.emit(FileProgress(entry.name, entry.directory, "verify", 0, total))
-        digest = sha256_file(path, on_bytes=lambda done: self.emit(FileProgress(entry.name, entry.directory, "verify", done, total)))
+        digest = sha256_file(
+            path, on_bytes=lambda done: self.emit(FileProgress(entry.name, entry.directory, "verify", done, total)))
         if entry.sha256 and digest != entry.sha256:
             bad = path.with_name(path.name + f".corrupt-{int(time.time())}")
             os.replace(path, bad)
@@ -157,8 +159,8 @@ class Fetcher:
                 continue
             transport = transport_for(url, settings)
             attempts = 1 + (self.settings.integrity_retries if is_origin else 0)
-            for attempt in range(attempts):
-                def on_bytes(_n: int, done: int, total: int | None, label=transport.label) -> None:
+            for _attempt in range(attempts):
+                def on_bytes(_n: int, done: int, total: int | None, label: str = transport.label) -> None:
                     self.emit(FileProgress(entry.name, entry.directory, "download", done, total, source=label))
 
                 dl = Download(transport, final, settings, expected_sha256=expected, expected_size=entry.size,
@@ -254,7 +256,7 @@ class Fetcher:
 
 
 @contextlib.contextmanager
-def _space_errors(entry: ModelEntry, final: Path):
+def _space_errors(entry: ModelEntry, final: Path) -> Iterator[None]:
     """The filesystem filled up after the preflight (another writer): any write failing with ENOSPC/EDQUOT
     (chunk journal, lease, stamp) becomes NotEnoughSpace, one clear error; a ``.part`` stays resumable."""
     try:

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Settings
@@ -35,7 +36,7 @@ def split_url(url: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
-def make_client(settings: Settings, max_pool: int = 10):
+def make_client(settings: Settings, max_pool: int = 10) -> Any:  # boto3 ships no types
     """A boto3 S3 client for the configured endpoint; retries are ours, not botocore's."""
     import boto3
     from botocore.config import Config
@@ -108,12 +109,12 @@ def mirror_url(base: str, entry: ModelEntry) -> str:
     return f"s3://{bucket}/{prefix + '/' if prefix else ''}{entry.directory}/{entry.name}"
 
 
-def upload(client, path: Path, url: str, sha256: str | None = None, content_type: str | None = None) -> None:
+def upload(client: Any, path: Path, url: str, sha256: str | None = None, content_type: str | None = None) -> None:
     """Multipart upload (boto3's transfer manager) with the sha256 in the object metadata."""
     from boto3.s3.transfer import TransferConfig
 
     bucket, key = split_url(url)
-    extra: dict = {}
+    extra: dict[str, Any] = {}
     if sha256:
         extra["Metadata"] = {"sha256": sha256}
     if content_type:
@@ -129,7 +130,7 @@ class WritebackUploader:
         self.settings = settings
         self.base = settings.mirror_writeback or ""
         self.threads: list[threading.Thread] = []
-        self.results: list[dict] = []
+        self.results: list[dict[str, Any]] = []
 
     def target(self, entry: ModelEntry) -> str:
         explicit = [m for m in entry.mirrors if m.startswith("s3://")]
@@ -155,7 +156,7 @@ class WritebackUploader:
             self.results.append({"name": entry.name, "url": target, "state": "failed", "error": type(exc).__name__})
             log.warning("%s: write-back to %s failed (%s); the job is not affected", entry.name, target, type(exc).__name__)
 
-    def wait(self, timeout: float | None = None) -> list[dict]:
+    def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
         for t in self.threads:
             t.join(timeout)
         return self.results
@@ -167,7 +168,7 @@ def writeback_hook(settings: Settings) -> WritebackUploader | None:
     return WritebackUploader(settings) if settings.mirror_writeback else None
 
 
-def push(entries: list[ModelEntry], store: Store, settings: Settings, base: str) -> list[dict]:
+def push(entries: list[ModelEntry], store: Store, settings: Settings, base: str) -> list[dict[str, Any]]:
     """Seed a mirror from the local store: upload present, stamped files not already there with that sha256."""
     client = make_client(settings)
     results = []

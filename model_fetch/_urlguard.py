@@ -11,7 +11,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
+
+from .errors import UrlRefused
+
+__all__ = ["UrlRefused", "check_public_host", "check_embedded_url", "request_guard", "host_allowed"]
 
 #: Suffixes an embedded URL may deliver into any folder: formats without code in them.
 SAFE_SUFFIXES = (".safetensors", ".sft", ".gguf")
@@ -22,10 +27,6 @@ PICKLE_SAFE_FOLDERS = frozenset({"checkpoints", "diffusion_models", "text_encode
                                  "upscale_models", "embeddings", "controlnet"})
 
 
-class UrlRefused(ValueError):
-    """A URL (or the file it names) breaks a rule; the message names the rule."""
-
-
 def check_public_host(host: str, port: int | None) -> None:
     """Refuse a host that does not resolve, or resolves to any non-public address."""
     try:
@@ -33,12 +34,12 @@ def check_public_host(host: str, port: int | None) -> None:
     except (socket.gaierror, UnicodeError):
         raise UrlRefused(f"host {host!r} cannot be resolved") from None
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not ip.is_global or ip.is_multicast:
             raise UrlRefused(f"URL points at a non-public address ({ip}); refused")
 
 
-def request_guard(allow_private: bool = False):
+def request_guard(allow_private: bool = False) -> Callable[[str], None]:
     """A check for each request and redirect target of a workflow source: https, public addresses.
 
     The allow-list applies to the URL the workflow names, not to where its host redirects (the Hub

@@ -13,11 +13,17 @@ import logging
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import defaults
 from .config import Settings
 from .errors import ModelFetchError, human_bytes
 from ._manifest import Manifest, ModelEntry, load_manifest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._comfy_folders import ComfyFolders
 from ._store import Store
 
 
@@ -106,7 +112,7 @@ def _merge_late(args: argparse.Namespace) -> argparse.Namespace:
 
 def _settings(args: argparse.Namespace) -> Settings:
     s = Settings.from_env()
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     if args.manifest:
         changes["manifests"] = list(s.manifests) + args.manifest
     if args.no_default_manifest:
@@ -139,7 +145,7 @@ def _select(manifest: Manifest, scope: Manifest, names: list[str]) -> list[Model
     return chosen
 
 
-def _comfy_folders(args: argparse.Namespace, settings: Settings):
+def _comfy_folders(args: argparse.Namespace, settings: Settings) -> ComfyFolders | None:
     """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
     from ._comfy_folders import ComfyFolders
 
@@ -151,7 +157,7 @@ def _comfy_folders(args: argparse.Namespace, settings: Settings):
     return ComfyFolders.of_install(directory)
 
 
-def _emit(args, data, human: str) -> None:
+def _emit(args: argparse.Namespace, data: object, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
 
 
@@ -190,7 +196,8 @@ def cmd_plan(c: Context) -> int:
     from ._planner import plan_workflow
 
     p = plan_workflow(c.args.workflow, c.manifest, c.store, _comfy_folders(c.args, c.settings), c.settings)
-    lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url}")
+    lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}"
+             + ("" if i.present else f"  <- {i.entry.url if i.entry else 'no source'}")
              + (f"  (ComfyUI: {i.path or 'listed'})" if i.outside_store else "") for i in p.items]
     _emit(c.args, {"workflow": str(c.args.workflow), "files": p.as_dict()}, "\n".join(lines))
     return 0
@@ -274,7 +281,8 @@ def cmd_push(c: Context) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the verb ``args`` names (its ``cmd_*`` function)."""
-    return args.func(Context.of(args))
+    func: Callable[[Context], int] = args.func
+    return func(Context.of(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, overload
 
 MiB = 1024 * 1024
 
 
-def _env(name: str, default: str | None = None) -> str | None:
+@overload
+def env(name: str) -> str | None: ...
+@overload
+def env(name: str, default: str) -> str: ...
+def env(name: str, default: str | None = None) -> str | None:
+    """The variable ``name``; ``default`` when it is unset or empty. The one env helper of the project
+    (worker/config.py uses it too)."""
     value = os.environ.get(name)
-    return value if value not in (None, "") else default
+    return value if value else default
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
+    """``1``/``true``/``yes``/``on`` (any case) are true; anything else, unset included, is false."""
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_env, _truthy = env, truthy  # the names this module's readers use
+
+
+def comfyui_dir_from_env() -> Path | None:
+    """``COMFYUI_DIR`` (``~`` expanded), or None: the one reading of it (model_fetch and the worker)."""
+    value = env("COMFYUI_DIR")
+    return Path(value).expanduser() if value else None
 
 
 def _paths(value: str | None) -> list[Path]:
@@ -59,10 +77,10 @@ class Settings:
     comfyui_dir: Path | None = None  # a ComfyUI install whose own model folders count as present
     allowed_hosts: tuple[str, ...] = ("huggingface.co", "civitai.com")  # hosts of model URLs embedded in workflows
     allow_private_urls: bool = False  # embedded model URLs may resolve to loopback/private addresses
-    url_guard: object = None  # callable(url) raising urlguard.UrlRefused: checks each request and redirect target
+    url_guard: Callable[[str], None] | None = None  # raises urlguard.UrlRefused: checks each request and redirect target
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides: Any) -> "Settings":
         env = os.environ
         settings = cls(
             models_dirs=_paths(_env("MODEL_FETCH_MODELS_DIR")),
@@ -85,7 +103,7 @@ class Settings:
             s3_access_key_id=_env("BUCKET_ACCESS_KEY_ID"),
             s3_secret_access_key=_env("BUCKET_SECRET_ACCESS_KEY"),
             mirror_writeback=_env("MODEL_FETCH_MIRROR_WRITEBACK"),
-            comfyui_dir=Path(_env("COMFYUI_DIR")).expanduser() if _env("COMFYUI_DIR") else None,
+            comfyui_dir=comfyui_dir_from_env(),
             allowed_hosts=tuple(h.strip().lower().rstrip(".") for h in
                                 (_env("MODEL_FETCH_ALLOWED_HOSTS", "huggingface.co,civitai.com") or "").split(",")
                                 if h.strip()),
@@ -93,7 +111,7 @@ class Settings:
         )
         return replace(settings, **overrides) if overrides else settings
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)
 
 
@@ -101,7 +119,8 @@ class Settings:
 REPORTED_ENV = (
     "MODEL_FETCH_MODELS_DIR", "MODEL_FETCH_VOLUME_DIR", "MODEL_FETCH_LOCAL_DIR", "MODEL_FETCH_MANIFEST",
     "MODEL_FETCH_CONNECTIONS", "MODEL_FETCH_CHUNK_MB", "MODEL_FETCH_OFFLINE", "MODEL_FETCH_MIRROR_WRITEBACK",
-    "MODEL_FETCH_ALLOWED_HOSTS", "MODEL_FETCH_ALLOW_PRIVATE_URLS", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER",
+    "MODEL_FETCH_ALLOWED_HOSTS", "MODEL_FETCH_ALLOW_PRIVATE_URLS",
+    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER",
     "TMPDIR", "BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "COMFYUI_DIR",
 )

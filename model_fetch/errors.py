@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def human_bytes(n: float | None) -> str:
     if n is None:
@@ -18,7 +20,7 @@ class ModelFetchError(Exception):
 
     code = "model_fetch_error"
 
-    def to_answer(self) -> dict:
+    def to_answer(self) -> dict[str, Any]:
         """``{"error": <message>, "code": <code>}``, the shape every error of the project answers with."""
         return {"error": str(self), "code": self.code}
 
@@ -124,7 +126,8 @@ class LeaseTimeout(ModelFetchError):
     code = "lease_timeout"
 
 
-class UsageError(ModelFetchError):
-    """Wrong command-line usage (exit code 2)."""
+class UrlRefused(ModelFetchError, ValueError):
+    """A URL (or the file it names) breaks a rule for untrusted URLs (model_fetch/_urlguard.py); the
+    message names the rule. Raised for job image URLs and workflow-embedded model URLs."""
 
-    code = "usage"
+    code = "url_refused"

@@ -17,18 +17,22 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import default_runpod_log_level
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 log = logging.getLogger("worker")
 
 
-def _announce_ready(rt) -> None:
+def _announce_ready(rt: Runtime) -> None:
     """Log one line when ComfyUI answers (start scripts and tests wait for it)."""
     t0 = time.monotonic()
     try:
-        rt.ready()
-        log.info("worker ready: ComfyUI at %s answered after %.1fs", rt.process.url, time.monotonic() - t0)
+        client = rt.ready()
+        log.info("worker ready: ComfyUI at %s answered after %.1fs", client.base_url, time.monotonic() - t0)
     except Exception as exc:  # noqa: BLE001 - the first job reports and restarts
         log.error("ComfyUI did not become ready: %s", exc)
 

@@ -4,6 +4,7 @@ chatty node cannot flood it; suppressed lines are counted and the count is print
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 import threading
@@ -38,7 +39,7 @@ class LineBudget:
 class LogPump:
     """Copies a child's output pipe to ``logfile`` and forwards its lines to ``out`` (a thread)."""
 
-    def __init__(self, pipe: BinaryIO, logfile: BinaryIO, rate: float, out: TextIO | None = None) -> None:
+    def __init__(self, pipe: io.BufferedIOBase, logfile: BinaryIO, rate: float, out: TextIO | None = None) -> None:
         self.pipe, self.logfile, self._out = pipe, logfile, out
         self.budget = LineBudget(rate)
         self.suppressed = 0

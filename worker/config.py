@@ -9,20 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from model_fetch.config import comfyui_dir_from_env, env as _env, truthy as _truthy
 
 MB = 1000 * 1000  # WORKER_*_MB count megabytes of 10^6 bytes (model_fetch's MODEL_FETCH_*_MB count MiB)
 DEFAULT_WORKFLOW = "wan22_i2v_gguf"  # the saved workflow a job without ``workflow`` runs
 WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 DEFAULT_MAX_INPUT_MB = 25
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -72,11 +66,11 @@ class WorkerSettings:
     runpod_remote: bool = False  # RUNPOD_WEBHOOK_GET_JOB set: running on RunPod, progress goes to the client
 
     @classmethod
-    def from_env(cls, **overrides) -> "WorkerSettings":
+    def from_env(cls, **overrides: Any) -> "WorkerSettings":
         s = cls(
-            comfyui_dir=Path(_env("COMFYUI_DIR")) if _env("COMFYUI_DIR") else None,
+            comfyui_dir=comfyui_dir_from_env(),
             base_dir=Path(_env("WORKER_COMFY_BASE_DIR", "/tmp/comfyui-worker")),
-            extra_model_paths=Path(_env("WORKER_EXTRA_MODEL_PATHS")) if _env("WORKER_EXTRA_MODEL_PATHS") else None,
+            extra_model_paths=Path(p) if (p := _env("WORKER_EXTRA_MODEL_PATHS")) else None,
             host=_env("WORKER_COMFY_HOST", "127.0.0.1"),
             port=int(_env("WORKER_COMFY_PORT", "8188")),
             cpu=_truthy(_env("WORKER_COMFY_CPU")),
@@ -98,19 +92,13 @@ class WorkerSettings:
         )
         return replace(s, **overrides) if overrides else s
 
-    def with_(self, **changes) -> "WorkerSettings":
+    def with_(self, **changes: Any) -> "WorkerSettings":
         return replace(self, **changes)
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment a subprocess (ComfyUI, git) inherits: this process's, plus ``extra``."""
     return {**os.environ, **extra}
-
-
-def comfyui_dir_from_env() -> Path | None:
-    """``COMFYUI_DIR``, where worker.comfyui_home looks first (also without the rest of the settings)."""
-    value = _env("COMFYUI_DIR")
-    return Path(value).expanduser() if value else None
 
 
 def default_runpod_log_level(level: str = "INFO") -> None:

@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ class OutputSpec:
 class Job:
     """A validated job input."""
 
-    workflow: str | dict = DEFAULT_WORKFLOW
+    workflow: str | dict[str, Any] = DEFAULT_WORKFLOW
     params: dict[str, Any] = field(default_factory=dict)
     images: tuple[ImageInput, ...] = ()
     output: OutputSpec = field(default_factory=OutputSpec)
@@ -62,9 +63,10 @@ class Job:
 
 
 @functools.lru_cache(maxsize=1)
-def load_schema() -> dict:
+def load_schema() -> dict[str, Any]:
     """The job input JSON Schema (draft 2020-12)."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,7 +115,7 @@ def _describe(error: ValidationError) -> tuple[str, str]:
             return _describe(inner[0])
         return field_path, custom or "does not match any allowed form"
     if kind == "additionalProperties":
-        known = list((schema.get("properties") or {}))
+        known = list(schema.get("properties") or {})
         extra = next((k for k in error.instance if k not in known), "?")
         hint = " (send the job's 'input' object, not the whole job)" if extra == "input" else ""
         return _join(field_path, extra), f"unknown key; expected one of: {', '.join(known)}{hint}"
@@ -123,8 +125,8 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     if "propertyNames" in error.absolute_schema_path:
         return _join(field_path, error.instance), ("is not an allowed name (a letter or '_', then letters, digits, "
                                                    "'_'; at most 64 characters)")
-    messages = {
-        "type": lambda: custom or "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in (
+    messages: dict[str, Callable[[], str]] = {
+        "type": lambda: custom or "must be " + " or ".join(str(_TYPE_WORDS.get(t, t)) for t in (
             expected if isinstance(expected, list) else [expected])),
         "enum": lambda: "must be one of: " + ", ".join(json.dumps(v) for v in expected),
         "const": lambda: f"must be {json.dumps(expected)}",
@@ -145,7 +147,7 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     return field_path, message
 
 
-def _check_values(raw: dict) -> None:
+def _check_values(raw: dict[str, Any]) -> None:
     """Rules JSON Schema cannot say well: finite numbers, unique image names, fields per action and mode."""
     for name, value in (raw.get("params") or {}).items():
         if isinstance(value, float) and not math.isfinite(value):

@@ -23,7 +23,7 @@ from .runtime import Runtime
 from .workflows import apply_params, load_workflow
 
 log = logging.getLogger(__name__)
-Report = Callable[[dict], None]
+Report = Callable[[dict[str, Any]], None]
 REFERENCE_WORK = 832 * 480 * 81 * 4  # pixels × frames × steps of the default job
 
 
@@ -37,7 +37,7 @@ class JobContext:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def deadline_for(job: Job, params: dict, runtime: Runtime) -> float:
+def deadline_for(job: Job, params: dict[str, Any], runtime: Runtime) -> float:
     """Seconds allowed for ComfyUI's part: base + per_unit × work relative to the default job, capped."""
     s = runtime.settings
     if job.timeout:
@@ -51,20 +51,20 @@ def deadline_for(job: Job, params: dict, runtime: Runtime) -> float:
     return min(s.timeout_base + s.timeout_per_unit * units, s.timeout_max)
 
 
-def comfy_execution_seconds(entry: dict) -> float | None:
+def comfy_execution_seconds(entry: dict[str, Any]) -> float | None:
     """ComfyUI's own run time, from the execution_start/-success timestamps in the history entry."""
     stamps = {name: (data or {}).get("timestamp") for name, data in (entry.get("status") or {}).get("messages") or []}
     start, end = stamps.get("execution_start"), stamps.get("execution_success")
     return round((end - start) / 1000, 3) if start is not None and end is not None else None
 
 
-def plan_models(graph: dict, ctx: JobContext) -> "model_fetch.Plan":
+def plan_models(graph: dict[str, Any], ctx: JobContext) -> "model_fetch.Plan":
     """Which model files the graph needs and where each comes from; fails (``model_unknown``) before any
     download. Files ComfyUI itself finds count as present: its folders on disk first, then, for a file
     still unknown, what the running ComfyUI lists under ``GET /models/{folder}``."""
     rt = ctx.runtime
     comfy = rt.comfy_folders()
-    kwargs = dict(settings=rt.fetch_settings, store=rt.store(), comfy=comfy)
+    kwargs: dict[str, Any] = dict(settings=rt.fetch_settings, store=rt.store(), comfy=comfy)
     try:
         try:
             return model_fetch.plan(graph, **kwargs)
@@ -77,7 +77,7 @@ def plan_models(graph: dict, ctx: JobContext) -> "model_fetch.Plan":
         raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
 
 
-def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict:
+def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict[str, Any]:
     """Fetch the plan's missing files, reporting bytes as they arrive."""
     rt = ctx.runtime
     t0 = time.monotonic()
@@ -92,7 +92,7 @@ def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict:
                     ctx.report({"stage": "models", "file": f"{p.directory}/{p.name}", "phase": p.phase,
                                 "done": p.done, "total": p.total})
 
-            model_fetch.ensure([i.entry for i in missing], settings=rt.fetch_settings, store=rt.store(),
+            model_fetch.ensure([i.entry for i in missing if i.entry is not None], settings=rt.fetch_settings, store=rt.store(),
                                on_progress=on_progress)
     except model_fetch.ModelFetchError as exc:
         raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
@@ -133,7 +133,7 @@ def _upload_inputs(files: InputFiles, client: ComfyClient, ctx: JobContext) -> t
     return image_name, renames
 
 
-def _rename_inputs(graph: dict, renames: dict[str, str]) -> dict:
+def _rename_inputs(graph: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
     """Point LoadImage-style inputs at the uploaded (job-unique) names."""
     if not renames:
         return graph
@@ -145,7 +145,7 @@ def _rename_inputs(graph: dict, renames: dict[str, str]) -> dict:
     return graph
 
 
-def _collect(entry: dict, ctx: JobContext) -> list[out.OutputFile]:
+def _collect(entry: dict[str, Any], ctx: JobContext) -> list[out.OutputFile]:
     base = ctx.runtime.settings.base_dir
     files = []
     for item in output_files(entry):
@@ -164,14 +164,14 @@ def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
     mode = spec.mode or s.mode
     if mode != "s3":
         return mode, None
-    bucket = spec.bucket or s.bucket or out.bucket_of_endpoint(s.bucket_endpoint_url)
+    bucket = spec.bucket or s.bucket or out.bucket_of_endpoint(ctx.runtime.fetch_settings.s3_endpoint_url)
     if not bucket:
         raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or a "
                                             "BUCKET_ENDPOINT_URL of the form https://BUCKET.s3.REGION.amazonaws.com)")
     return mode, bucket
 
 
-def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
+def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict[str, Any]]:
     s, spec = ctx.runtime.settings.output, job.output
     mode, bucket = target
     if mode == "s3" and bucket:
@@ -196,7 +196,7 @@ def _cleanup(ctx: JobContext, client: ComfyClient | None, prompt_id: str | None)
             pass
 
 
-def run_workflow(job: Job, ctx: JobContext) -> dict:
+def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
     """parse (done) → load workflow → apply and validate params → output target → plan models → read input
     images → fetch models → upload → queue → follow → deliver. Nothing is downloaded or uploaded before
     every check that needs no download has passed."""
@@ -256,13 +256,14 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
         _cleanup(ctx, client, prompt_id)
 
 
-def run_action(job: Job, ctx: JobContext) -> dict:
+def run_action(job: Job, ctx: JobContext) -> dict[str, Any]:
     """``status`` / ``prefetch`` / ``verify`` / ``doctor``: the storage checks, from model_fetch."""
     rt = ctx.runtime
     fs, store = rt.fetch_settings, rt.store()
     try:
         if job.action == "status":
-            answer = {"status": "success", "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
+            answer: dict[str, Any] = {"status": "success",
+                                      "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
             if rt.gpu is not None and rt.gpu.info is not None:
                 answer["gpu"] = asdict(rt.gpu.info)
             return answer
@@ -281,7 +282,7 @@ def run_action(job: Job, ctx: JobContext) -> dict:
     raise InvalidInput("action", f"unknown action {job.action!r}")
 
 
-def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str = "local") -> dict:
+def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str = "local") -> dict[str, Any]:
     """Answer one job: a result dict, or ``{"error", "code", ...}``. Never raises, never hangs."""
     ctx = JobContext(runtime, report or (lambda _: None), job_id)
     try:

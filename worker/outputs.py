@@ -11,6 +11,7 @@ import mimetypes
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import OutputTooLarge, OutputUploadFailed
@@ -32,7 +33,7 @@ class OutputFile:
     def content_type(self) -> str:
         return mimetypes.guess_type(self.filename)[0] or "application/octet-stream"
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "kind": self.kind, "filename": self.filename, "subfolder": self.subfolder,
                 "content_type": self.content_type, "size": self.path.stat().st_size}
 
@@ -49,7 +50,7 @@ def encoded_size(files: list[OutputFile]) -> int:
     return sum(4 * -(-f.path.stat().st_size // 3) for f in files)
 
 
-def as_base64(files: list[OutputFile], limit: int) -> list[dict]:
+def as_base64(files: list[OutputFile], limit: int) -> list[dict[str, Any]]:
     """Inline outputs; refuse (suggesting S3) when their base64 would exceed ``limit`` bytes."""
     total = encoded_size(files)
     if total > limit:
@@ -59,7 +60,7 @@ def as_base64(files: list[OutputFile], limit: int) -> list[dict]:
     return [{**f.describe(), "type": "base64", "data": base64.b64encode(f.path.read_bytes()).decode()} for f in files]
 
 
-def to_s3(files: list[OutputFile], client, bucket: str, prefix: str, expires_in: int) -> list[dict]:
+def to_s3(files: list[OutputFile], client: Any, bucket: str, prefix: str, expires_in: int) -> list[dict[str, Any]]:
     """Multipart upload (content type set) and a presigned GET URL per file."""
     from model_fetch import s3_upload
 

@@ -25,7 +25,7 @@ else:
     if _server is not None:  # a running ComfyUI server, not an in-process import by tests or tools
         from . import fetch, lookup, routes
 
-        lookup.install()  # every loader (stock, third-party, ours) lists and fetches known models
+        lookup.install(fetch.context)  # every loader (stock, third-party, ours) lists and fetches known models
         routes.register(_server)
         fetch.context()  # resolve the store now: its folders join ComfyUI's search paths at start-up
 

@@ -24,7 +24,10 @@ import logging
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model_fetch import Settings, Store
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ def import_model_fetch() -> tuple[ModuleType | None, str | None]:
                       f"(docs/editor.md, 'Install into your ComfyUI')")
 
 
-def store_roots(settings: Any, comfy_models_dir: Path) -> list[Path]:
+def store_roots(settings: Settings, comfy_models_dir: Path) -> list[Path]:
     """The models roots of the pack's store, in search order (the first writable one is written to)."""
     if settings.models_dirs:
         return list(settings.models_dirs)
@@ -76,14 +79,15 @@ def register_roots(roots: list[Path], folders: dict[str, tuple[str, ...]]) -> li
     return added
 
 
-def make_store(mf: ModuleType) -> tuple[Any, Any]:
-    """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI."""
+def make_store() -> tuple[Settings, Store]:
+    """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI; call it after
+    ``import_model_fetch`` succeeded."""
     import folder_paths
 
-    from model_fetch import MODEL_FOLDERS
+    from model_fetch import MODEL_FOLDERS, Settings, Store
 
-    settings = mf.Settings.from_env()
-    store = mf.Store(store_roots(settings, Path(folder_paths.models_dir)))
+    settings = Settings.from_env()
+    store = Store(store_roots(settings, Path(folder_paths.models_dir)))
     added = register_roots(store.roots, MODEL_FOLDERS)
     log.info("model_fetch store: %s%s", ", ".join(map(str, store.roots)),
              f" ({len(added)} folder path(s) added to ComfyUI's search paths)" if added else "")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import ClassVar
 
 import folder_paths
@@ -59,7 +59,7 @@ class ModelLoader:
     FOLDER: ClassVar[str]
     INPUT: ClassVar[str]
     EXTENSIONS: ClassVar[set[str]]
-    LOAD: ClassVar[Callable[[str], object]]
+    LOAD: ClassVar[staticmethod[[str], object]]
     CATEGORY = CATEGORY
     FUNCTION = "load"
 

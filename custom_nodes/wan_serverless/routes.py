@@ -17,7 +17,8 @@
     within one received block; each ``.part`` stays (state ``partial``) and the next run resumes it.
 
 Errors are ``{"error": message, "code": ...}``: 400 ``bad_request`` (body), 400 ``model_unknown``
-(with ``unknown``: the names no manifest lists), 500 ``manifest_invalid``, 503 ``fetch_disabled``.
+(with ``unknown``: the names no manifest lists), 400 ``model_fetch_refused`` (a workflow source breaks
+a rule), 500 with model_fetch's code (``manifest_invalid``, ...), 503 ``fetch_disabled``.
 Work that touches the disk runs in a thread, never on ComfyUI's event loop.
 
 library.py adds the pack's ``.gguf`` files to the Model Library's ``/experiment/models/{folder}``.
@@ -83,11 +84,13 @@ def parse_pull(body: Any) -> list[str] | None:
 
 async def get_status(request: web.Request) -> web.Response:
     ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    if error is not None or ctx is None:
+        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     try:
         return web.json_response(await asyncio.to_thread(_status_document, ctx))
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
 
@@ -101,8 +104,10 @@ async def post_pull(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
     ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    if error is not None or ctx is None:
+        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx,
                                       {"extra_data": {"extra_pnginfo": {"workflow": body.get("workflow")}}})
     if refused is not None:
@@ -111,7 +116,7 @@ async def post_pull(request: web.Request) -> web.Response:
         started = await asyncio.to_thread(ctx.pull, names)
     except UnknownModels as exc:
         return web.json_response(exc.to_answer(), status=400)
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
     log.info("model_fetch pull: started %d, already running %d, present %d",
              len(started["started"]), len(started["running"]), len(started["present"]))
@@ -145,11 +150,13 @@ async def post_plan(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
         return _error(400, "bad_request", 'expected {"workflow": <UI workflow>}')
     ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    if error is not None or ctx is None:
+        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     try:
         return web.json_response({"models": await asyncio.to_thread(workflow_plan.plan_rows, ctx, body["workflow"])})
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
 

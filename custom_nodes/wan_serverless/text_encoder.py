@@ -78,13 +78,15 @@ def _clip_target(config: dict, dtype_t5: torch.dtype | None, quant: dict | None)
     """ClipTarget-like object: WAN's tokenizer, and an encoder class built from ``config``."""
 
     class DerivedT5(comfy.sd1_clip.SDClipModel):
-        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
+        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options=None):
+            model_options = model_options or {}
             super().__init__(device=device, layer=layer, layer_idx=layer_idx, textmodel_json_config=dict(config),
                              dtype=dtype, special_tokens={"end": 1, "pad": 0}, model_class=comfy.text_encoders.t5.T5,
                              enable_attention_masks=True, zero_out_masked=True, model_options=model_options)
 
     class DerivedWanTE(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}):
+        def __init__(self, device="cpu", dtype=None, model_options=None):
+            model_options = model_options or {}
             if quant is not None:
                 model_options = {**model_options, "quantization_metadata": quant}
             super().__init__(device=device, dtype=dtype_t5 or dtype, model_options=model_options, name="umt5xxl",
