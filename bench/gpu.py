@@ -29,7 +29,6 @@ section from such a file here.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil

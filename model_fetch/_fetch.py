@@ -18,8 +18,8 @@ from pathlib import Path
 from . import _journal as journal
 from .config import Settings
 from ._engine import Download, preflight
-from .errors import (DownloadCancelled, DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace, OfflineError,
-                     SourceNotFound)
+from .errors import (DownloadCancelled, DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace,
+                     OfflineError, SourceNotFound)
 from ._hashing import sha256_file
 from ._lease import Lease
 from ._manifest import WORKFLOW_ORIGIN, ModelEntry

@@ -218,8 +218,8 @@ def test_stop_keeps_the_part_labels_follow_the_disk_and_run_resumes(editor):
     shot(page, "panel-05-stopped.png", page.locator("#wan-model-fetch"))
 
     # The labels follow the disk, without a reload: the GGUFs plain, the paused encoder still marked.
-    page.wait_for_function("""ggufs => { const all = Object.values((%s)()).flat();
-      return ggufs.every((g) => all.includes(g)); }""" % LABELS, arg=GGUFS, timeout=30_000)
+    page.wait_for_function("ggufs => { const all = Object.values((" + LABELS + ")()).flat();"
+                           " return ggufs.every((g) => all.includes(g)); }", arg=GGUFS, timeout=30_000)
     encoder_label = next(label for row in page.evaluate(LABELS).values() for label in row if ENCODER in label)
     assert encoder_label.startswith(MARK), encoder_label
 

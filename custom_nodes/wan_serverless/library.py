@@ -66,7 +66,7 @@ async def list_gguf_files(request: web.Request, handler: Any) -> web.StreamRespo
     if folder is None or response.status != 200 or not isinstance(response, web.Response) or response.body is None:
         return response
     try:
-        rows = json.loads(response.body)
+        rows = json.loads(response.text or "")
     except (TypeError, ValueError):
         return response
     if not isinstance(rows, list):

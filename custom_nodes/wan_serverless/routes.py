@@ -47,11 +47,12 @@ def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, "code": code, **extra}, status=status)
 
 
-def _context_or_error() -> tuple[fetch.PackFetch | None, web.Response | None]:
+def _context_or_error() -> fetch.PackFetch | web.Response:
+    """The pack's fetch context, or the ``fetch_disabled`` answer when model_fetch is unavailable."""
     ctx = fetch.context()
     if ctx is None:
-        return None, _error(503, "fetch_disabled", f"fetch on first use is disabled: {fetch.disabled_reason()}")
-    return ctx, None
+        return _error(503, "fetch_disabled", f"fetch on first use is disabled: {fetch.disabled_reason()}")
+    return ctx
 
 
 def _status_document(ctx: fetch.PackFetch) -> dict:
@@ -83,9 +84,9 @@ def parse_pull(body: Any) -> list[str] | None:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    ctx, error = _context_or_error()
-    if error is not None or ctx is None:
-        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    ctx = _context_or_error()
+    if isinstance(ctx, web.Response):
+        return ctx
     from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
 
     try:
@@ -103,9 +104,9 @@ async def post_pull(request: web.Request) -> web.Response:
         names = parse_pull(body)
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
-    ctx, error = _context_or_error()
-    if error is not None or ctx is None:
-        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    ctx = _context_or_error()
+    if isinstance(ctx, web.Response):
+        return ctx
     from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
 
     refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx,
@@ -134,9 +135,9 @@ async def post_cancel(request: web.Request) -> web.Response:
         names = parse_pull(body)
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
-    ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    ctx = _context_or_error()
+    if isinstance(ctx, web.Response):
+        return ctx
     answer = ctx.cancel(names)
     log.info("model_fetch cancel: %d download(s) stopping", len(answer["cancelled"]))
     return web.json_response(answer)
@@ -149,9 +150,9 @@ async def post_plan(request: web.Request) -> web.Response:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
         return _error(400, "bad_request", 'expected {"workflow": <UI workflow>}')
-    ctx, error = _context_or_error()
-    if error is not None or ctx is None:
-        return error or _error(503, "fetch_disabled", "fetch on first use is disabled")
+    ctx = _context_or_error()
+    if isinstance(ctx, web.Response):
+        return ctx
     from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
 
     try:
