@@ -28,8 +28,8 @@ from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
 from ._progress import FileProgress
 from ._store import Store
 from .config import Settings
-from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
-                     OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
+from .errors import (DownloadError, HostUnresolvedError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError,
+                     NotEnoughSpace, OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
 
 if TYPE_CHECKING:
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
@@ -72,7 +72,7 @@ __all__ = [
     "s3_client", "s3_upload",
     # errors
     "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
-    "IntegrityError", "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
+    "IntegrityError", "DownloadError", "SourceNotFound", "HostUnresolvedError", "OfflineError", "LeaseTimeout",
 ]
 
 

@@ -101,7 +101,7 @@ async def post_pull(request: web.Request) -> web.Response:
     refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx,
                                       {"extra_data": {"extra_pnginfo": {"workflow": body.get("workflow")}}})
     if refused is not None:
-        return _error(400, "model_fetch_refused", refused["error"]["details"])
+        return _error(400, "model_fetch_refused", "; ".join(refused["error"]["extra_info"]["refusals"]))
     try:
         started = await asyncio.to_thread(ctx.pull, names)
     except UnknownModels as exc:
