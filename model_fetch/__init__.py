@@ -69,7 +69,7 @@ __all__ = [
     # sources a workflow carries, untrusted URLs
     "workflow_needs", "check_embedded_sources", "Refusal", "UrlRefused", "check_public_host", "redact_url",
     # S3 (mirrors, and the worker's output bucket)
-    "s3_client", "s3_upload",
+    "s3_client", "s3_upload", "s3_endpoint_bucket",
     # errors
     "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
     "IntegrityError", "DownloadError", "SourceNotFound", "HostUnresolvedError", "OfflineError", "LeaseTimeout",
@@ -154,6 +154,14 @@ def s3_client(settings: Settings | None = None):
     from ._s3 import make_client
 
     return make_client(settings or Settings.from_env())
+
+
+def s3_endpoint_bucket(settings: Settings | None = None) -> str | None:
+    """The bucket ``BUCKET_ENDPOINT_URL`` names: its host's first label when virtual-hosted
+    (``https://BUCKET.s3.REGION.amazonaws.com``), else its path's first segment; None when it names none."""
+    from ._s3 import parse_endpoint
+
+    return parse_endpoint((settings or Settings.from_env()).s3_endpoint_url).bucket
 
 
 def s3_upload(client, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:

@@ -58,7 +58,7 @@ def run(rt, raw, events=None):
 
 
 def decode_video(tmp_path, answer) -> dict:
-    (out,) = answer["outputs"]
+    (out,) = answer["images"]
     assert out["content_type"] == "video/mp4" and out["type"] == "base64"
     path = tmp_path / out["filename"]
     path.write_bytes(base64.b64decode(out["data"]))
@@ -158,7 +158,7 @@ def test_s3_output_returns_presigned_urls(runtime, tmp_path):
         answer = run(rt, {"workflow": "wan22_i2v_gguf", "params": TINY,
                           "output": {"mode": "s3", "bucket": "videos", "expires_in": 120}})
         assert answer.get("status") == "success", answer
-        (out,) = answer["outputs"]
+        (out,) = answer["images"]
         assert out["type"] == "s3_url" and out["key"].startswith("outputs/")
         video = tmp_path / "v.mp4"
         video.write_bytes(requests.get(out["data"], timeout=30).content)
