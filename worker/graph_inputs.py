@@ -48,9 +48,12 @@ def check_input_files(graph: dict, object_info: dict | None, folders: dict[str, 
         if file in coming and where == "input":
             continue
         if base is not None and "\x00" not in file:
-            path = (base / file).resolve()
-            if path.is_relative_to(base.resolve()) and path.is_file():
-                continue
+            try:
+                path = (base / file).resolve()
+                if path.is_relative_to(base.resolve()) and path.is_file():
+                    continue
+            except OSError:
+                pass  # a name no filesystem holds (too long): missing
         field = f"workflow.{node_id}.inputs.{name}"
         raise InvalidInput(field, f"{class_type} node {node_id} loads {clip(value)!r}, which is not in ComfyUI's "
                                   f"{where} folder: send the file in 'images' ([{{\"name\": ..., \"image\": <base64, "

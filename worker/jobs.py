@@ -113,7 +113,7 @@ def read_inputs(job: Job, ctx: JobContext) -> InputFiles:
     s = ctx.runtime.settings
     files = InputFiles()
     for i, item in enumerate(job.images):
-        files.named.append((safe_name(item.name, f"images[{i}].name"), load_image(item.image, f"images[{i}].image", s)))
+        files.named.append((safe_name(item.name, f"images.{i}.name"), load_image(item.image, f"images.{i}.image", s)))
     if "image" in job.params:
         files.start = load_image(job.params["image"], "params.image", s)
     return files

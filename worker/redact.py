@@ -25,9 +25,14 @@ def _cut(match: re.Match) -> str:
     return f"{run[:KEEP]}…[{len(run)} chars]"
 
 
+def clip_runs(text: str) -> str:
+    """``text`` with every long base64-like run cut."""
+    return _RUN.sub(_cut, text)
+
+
 def clip(text: str) -> str:
     """``text`` with every long base64-like run cut, and at most ``TEXT`` characters."""
-    text = _RUN.sub(_cut, text)
+    text = clip_runs(text)
     return text if len(text) <= TEXT else f"{text[:TEXT]}…[{len(text)} chars]"
 
 
@@ -58,7 +63,7 @@ def clip_all(value: Any) -> Any:
 
 
 class ClipFilter(logging.Filter):
-    """A handler filter: the record's formatted message, clipped (the record's args are consumed)."""
+    """A handler filter: the record's formatted message and traceback, clipped (its args are consumed)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -68,6 +73,8 @@ class ClipFilter(logging.Filter):
         clipped = clip(message)
         if clipped != message:
             record.msg, record.args = clipped, None
+        if record.exc_info and not record.exc_text:  # a traceback may quote the value too
+            record.exc_text = clip_runs(logging.Formatter().formatException(record.exc_info))
         return True
 
 
