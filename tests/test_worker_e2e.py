@@ -116,6 +116,21 @@ def test_base64_over_the_payload_limit_suggests_s3(runtime):
     assert answer["code"] == "output_too_large" and '"mode": "s3"' in answer["error"]
 
 
+def test_worker_max_base64_mb_limits_the_whole_answer(runtime, monkeypatch):
+    answer = run(runtime, {"workflow": "wan22_i2v_gguf", "params": TINY})
+    assert "data" not in answer["outputs"][0]  # one copy of the video: in images
+    video = len(answer["images"][0]["data"])
+    monkeypatch.setenv("WORKER_MAX_BASE64_MB", str((video + 16) / 1e6))  # the video alone fits, the answer not
+    limit = WorkerSettings.from_env().output.max_base64_bytes
+    assert video < limit < len(json.dumps(answer))
+    small = Runtime(runtime.settings.with_(output=replace(runtime.settings.output, max_base64_bytes=limit)),
+                    runtime.fetch_settings, runtime.process)
+    failed = run(small, {"workflow": "wan22_i2v_gguf", "params": TINY})
+    assert failed["code"] == "output_too_large" and failed["limit"] == limit and failed["size"] > limit, failed
+    monkeypatch.delenv("WORKER_MAX_BASE64_MB")
+    assert WorkerSettings.from_env().output.max_base64_bytes < 20_000_000  # under RunPod's 20 MB by default
+
+
 def test_deadline_interrupts_and_the_next_job_runs(runtime):
     t0 = time.monotonic()
     answer = run(runtime, {"workflow": "wan22_i2v_gguf", "timeout": 1,
