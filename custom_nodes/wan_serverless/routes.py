@@ -142,7 +142,7 @@ async def check_embedded_sources(request: web.Request, handler: Any) -> web.Stre
     if ctx is not None and isinstance(body, dict):
         refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx, body)
         if refused is not None:
-            log.warning("prompt refused: %s", refused["error"]["details"])
+            log.warning("prompt refused: %s", "; ".join(refused["error"]["extra_info"]["refusals"]))
             return web.json_response(refused, status=400)
     return await handler(request)
 

@@ -101,10 +101,11 @@ def admit_prompt(ctx: PackFetch, body: Any) -> dict | None:
     unplaced = []
     for r in refused:
         nodes = [node for node in r.nodes if node in prompt]
-        for node in nodes:
+        for node in nodes:  # every node is marked; the reason is printed once, on the first
             node_errors.setdefault(node, {"errors": [], "dependent_outputs": [],
                                           "class_type": prompt[node].get("class_type")})["errors"].append(
-                {"type": "model_fetch_refused", "message": "Model URL refused", "details": r.message(),
+                {"type": "model_fetch_refused", "message": "Model URL refused",
+                 "details": r.message() if node == nodes[0] else f"the same file as node {nodes[0]}",
                  "extra_info": {"model": r.name, "directory": r.directory}})
         if not nodes:
             unplaced.append(r.message())
