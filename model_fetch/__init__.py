@@ -26,8 +26,9 @@ from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
 from ._progress import FileProgress
 from ._store import Store
 from .config import Settings
-from .errors import (DownloadCancelled, DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError,
-                     NotEnoughSpace, OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
+from .errors import (DownloadCancelled, DownloadError, HostUnresolvedError, IntegrityError, LeaseTimeout, ManifestError,
+                     ModelFetchError, NotEnoughSpace, OfflineError, SourceNotFound, SourceRefused, UnknownModelError,
+                     WorkflowError)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 if TYPE_CHECKING:
@@ -74,10 +75,11 @@ __all__ = [
     # sources a workflow carries, untrusted URLs
     "workflow_needs", "check_embedded_sources", "Refusal", "UrlRefused", "check_public_host", "redact_url",
     # S3 (mirrors, and the worker's output bucket)
-    "s3_client", "s3_upload",
+    "s3_client", "s3_upload", "s3_endpoint_bucket",
     # errors
     "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
-    "IntegrityError", "DownloadError", "DownloadCancelled", "SourceNotFound", "OfflineError", "LeaseTimeout",
+    "IntegrityError", "DownloadError", "DownloadCancelled", "SourceNotFound", "HostUnresolvedError", "OfflineError",
+    "LeaseTimeout",
 ]
 
 
@@ -163,6 +165,14 @@ def s3_client(settings: Settings | None = None) -> Any:  # a boto3 client (untyp
     from ._s3 import make_client
 
     return make_client(settings or Settings.from_env())
+
+
+def s3_endpoint_bucket(settings: Settings | None = None) -> str | None:
+    """The bucket ``BUCKET_ENDPOINT_URL`` names: its host's first label when virtual-hosted
+    (``https://BUCKET.s3.REGION.amazonaws.com``), else its path's first segment; None when it names none."""
+    from ._s3 import parse_endpoint
+
+    return parse_endpoint((settings or Settings.from_env()).s3_endpoint_url).bucket
 
 
 def s3_upload(client: Any, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:

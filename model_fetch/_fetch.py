@@ -18,8 +18,8 @@ from pathlib import Path
 from . import _journal as journal
 from .config import Settings
 from ._engine import Download, preflight
-from .errors import (DownloadCancelled, DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NotEnoughSpace,
-                     OfflineError, SourceNotFound)
+from .errors import (DownloadCancelled, DownloadError, HostUnresolvedError, IntegrityError, LeaseTimeout, ModelFetchError,
+                     NotEnoughSpace, OfflineError, SourceNotFound)
 from ._hashing import sha256_file
 from ._lease import Lease
 from ._manifest import WORKFLOW_ORIGIN, ModelEntry
@@ -131,11 +131,14 @@ class Fetcher:
         redirect target (https, public addresses): None when ``url`` itself breaks those rules."""
         if entry.origin != WORKFLOW_ORIGIN or url != entry.url or self.settings.url_guard is not None:
             return self.settings
-        from ._urlguard import UrlRefused, request_guard
+        from ._urlguard import HostUnresolved, UrlRefused, request_guard
 
         guard = request_guard(self.settings.allow_private_urls)
         try:
             guard(url)
+        except HostUnresolved as exc:
+            raise HostUnresolvedError(f"{entry.describe()}: {exc} (no DNS or no network); check the network, "
+                                      "or use --offline with the file already placed") from None
         except UrlRefused as exc:
             log.warning("%s: %s", entry.name, exc)
             return None
@@ -153,7 +156,11 @@ class Fetcher:
             if self.cancel.is_set():
                 raise DownloadCancelled(entry.name)
             is_origin = url == entry.url
-            settings = self._settings_for(entry, url)
+            try:
+                settings = self._settings_for(entry, url)
+            except HostUnresolvedError as exc:
+                failures.append(exc)
+                continue
             if settings is None:
                 failures.append(SourceNotFound(f"{entry.describe()}: {url} is refused for a workflow source"))
                 continue
@@ -186,7 +193,8 @@ class Fetcher:
                 if self.after_place is not None:
                     self.after_place(entry, result.path, result.sha256, url, result.verified)
                 return Fetched(entry, result.path, result.sha256, "downloaded", transport.label, dl.fetched)
-        if len(failures) == 1 or all(isinstance(f, IntegrityError) for f in failures):
+        if len(failures) == 1 or all(isinstance(f, IntegrityError) for f in failures) \
+                or all(isinstance(f, HostUnresolvedError) for f in failures):
             raise failures[-1]
         raise DownloadError(f"{entry.describe()}: every source failed: " + "; ".join(str(f) for f in failures))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # canonical folder -> every directory ComfyUI 0.8.0 searches for it (first is where we write)
 FOLDERS: dict[str, tuple[str, ...]] = {
     "diffusion_models": ("diffusion_models", "unet"),
@@ -51,3 +53,11 @@ def search_dirs(folder: str) -> tuple[str, ...]:
     """Directories (relative to a models root) searched for ``folder``."""
     c = canonical(folder)
     return FOLDERS.get(c, (c,))
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False also for a name the filesystem cannot hold (too long: a name from a job)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Settings
-from ._folders import FOLDERS, canonical, search_dirs
+from ._folders import FOLDERS, canonical, is_file, search_dirs
 from ._manifest import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Store:
         for root in self.roots:
             for d in search_dirs(entry.directory):
                 path = root / d / entry.name
-                if path.is_file():
+                if is_file(path):
                     return path
         return None
 

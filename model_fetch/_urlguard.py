@@ -27,12 +27,20 @@ PICKLE_SAFE_FOLDERS = frozenset({"checkpoints", "diffusion_models", "text_encode
                                  "upscale_models", "embeddings", "controlnet"})
 
 
+class HostUnresolved(UrlRefused):
+    """The host name does not resolve (no DNS, no network): not a rule broken, a network failure."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"host {host!r} cannot be resolved")
+        self.host = host
+
+
 def check_public_host(host: str, port: int | None) -> None:
     """Refuse a host that does not resolve, or resolves to any non-public address."""
     try:
         infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
-        raise UrlRefused(f"host {host!r} cannot be resolved") from None
+        raise HostUnresolved(host) from None
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not ip.is_global or ip.is_multicast:
@@ -57,6 +65,20 @@ def request_guard(allow_private: bool = False) -> Callable[[str], None]:
     return guard
 
 
+def check_literal_host(host: str) -> None:
+    """Refuse a host that is a non-public IP literal or ``localhost``, without resolving anything (a name's
+    addresses are checked when it is fetched, by ``request_guard``)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        raise UrlRefused("URL points at localhost; refused")
+    try:
+        ip = ipaddress.ip_address(name.strip("[]").split("%")[0])
+    except ValueError:
+        return
+    if not ip.is_global or ip.is_multicast:
+        raise UrlRefused(f"URL points at a non-public address ({ip}); refused")
+
+
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     host = host.lower().rstrip(".")
     return any(host == a or host.endswith("." + a) for a in allowed)
@@ -64,7 +86,8 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 def check_embedded_url(url: object, name: str, directory: str, allowed: tuple[str, ...],
                        allow_private: bool = False) -> str:
-    """The URL, when a model URL embedded in a workflow may be fetched; else UrlRefused naming the rule."""
+    """The URL, when a model URL embedded in a workflow may be fetched; else UrlRefused naming the rule.
+    No DNS: planning works offline; the host's addresses are checked when the file is fetched."""
     if not isinstance(url, str) or not url:
         raise UrlRefused("the workflow gives no URL")
     parts = urlsplit(url)
@@ -82,5 +105,5 @@ def check_embedded_url(url: object, name: str, directory: str, allowed: tuple[st
     if suffix not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
         raise UrlRefused(f"only {', '.join(SAFE_SUFFIXES + PICKLE_SUFFIXES)} files are fetched from workflows")
     if not allow_private:
-        check_public_host(parts.hostname, parts.port)
+        check_literal_host(parts.hostname)
     return url

@@ -110,6 +110,12 @@ class SourceNotFound(DownloadError):
     code = "source_not_found"
 
 
+class HostUnresolvedError(DownloadError):
+    """A source's host name does not resolve (no DNS or no network): a network failure, not a rule broken."""
+
+    code = "host_unresolved"
+
+
 class OfflineError(ModelFetchError):
     """Offline mode is on and models are missing."""
 

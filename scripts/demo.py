@@ -61,7 +61,7 @@ def main() -> int:
     out_dir = DEMO / "output"
     out_dir.mkdir(exist_ok=True)
     written = []
-    for item in answer["outputs"]:
+    for item in answer["images"]:
         path = out_dir / item["filename"]
         path.write_bytes(base64.b64decode(item["data"]))
         written.append(path)

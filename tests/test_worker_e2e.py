@@ -58,7 +58,7 @@ def run(rt, raw, events=None):
 
 
 def decode_video(tmp_path, answer) -> dict:
-    (out,) = answer["outputs"]
+    (out,) = answer["images"]
     assert out["content_type"] == "video/mp4" and out["type"] == "base64"
     path = tmp_path / out["filename"]
     path.write_bytes(base64.b64decode(out["data"]))
@@ -116,6 +116,21 @@ def test_base64_over_the_payload_limit_suggests_s3(runtime):
     assert answer["code"] == "output_too_large" and '"mode": "s3"' in answer["error"]
 
 
+def test_worker_max_base64_mb_limits_the_whole_answer(runtime, monkeypatch):
+    answer = run(runtime, {"workflow": "wan22_i2v_gguf", "params": TINY})
+    assert "data" not in answer["outputs"][0]  # one copy of the video: in images
+    video = len(answer["images"][0]["data"])
+    monkeypatch.setenv("WORKER_MAX_BASE64_MB", str((video + 16) / 1e6))  # the video alone fits, the answer not
+    limit = WorkerSettings.from_env().output.max_base64_bytes
+    assert video < limit < len(json.dumps(answer))
+    small = Runtime(runtime.settings.with_(output=replace(runtime.settings.output, max_base64_bytes=limit)),
+                    runtime.fetch_settings, runtime.process)
+    failed = run(small, {"workflow": "wan22_i2v_gguf", "params": TINY})
+    assert failed["code"] == "output_too_large" and failed["limit"] == limit and failed["size"] > limit, failed
+    monkeypatch.delenv("WORKER_MAX_BASE64_MB")
+    assert WorkerSettings.from_env().output.max_base64_bytes < 20_000_000  # under RunPod's 20 MB by default
+
+
 def test_deadline_interrupts_and_the_next_job_runs(runtime):
     t0 = time.monotonic()
     answer = run(runtime, {"workflow": "wan22_i2v_gguf", "timeout": 1,
@@ -158,7 +173,7 @@ def test_s3_output_returns_presigned_urls(runtime, tmp_path):
         answer = run(rt, {"workflow": "wan22_i2v_gguf", "params": TINY,
                           "output": {"mode": "s3", "bucket": "videos", "expires_in": 120}})
         assert answer.get("status") == "success", answer
-        (out,) = answer["outputs"]
+        (out,) = answer["images"]
         assert out["type"] == "s3_url" and out["key"].startswith("outputs/")
         video = tmp_path / "v.mp4"
         video.write_bytes(requests.get(out["data"], timeout=30).content)

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import default_runpod_log_level
 
@@ -42,6 +42,26 @@ def quiet_runpod_sdk() -> None:
     default_runpod_log_level("INFO")
 
 
+def read_test_input(path: Path) -> dict[str, Any]:
+    """The job in a ``--test-input`` file (``{"input": ...}`` or the input itself), or the answer to a file
+    that is not one: ``invalid_input`` naming ``--test-input``, never a traceback."""
+    from .errors import InvalidInput
+
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        return InvalidInput("--test-input", f"cannot be read ({exc.strerror or type(exc).__name__})").to_answer()
+    except UnicodeDecodeError as exc:
+        return InvalidInput("--test-input", f"is not UTF-8 text (byte {exc.start})").to_answer()
+    except RecursionError:
+        return InvalidInput("--test-input", "is nested too deeply").to_answer()
+    except ValueError as exc:
+        return InvalidInput("--test-input", f"is not JSON ({str(exc)[:120]})").to_answer()
+    job = raw if isinstance(raw, dict) and "input" in raw else {"input": raw}
+    job.setdefault("id", "local-test")
+    return job
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description="WAN 2.2 I2V serverless worker")
     parser.add_argument("--test-input", type=Path, metavar="FILE", help="run one job from a JSON file and exit")
@@ -53,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from .handler import handler, runtime
+    from .redact import install_log_filter
+
+    install_log_filter()  # no log line echoes a base64 image or another long value from a job
+    from .handler import handler, runpod_handler, runtime
 
     from .errors import ComfyNotFound
 
@@ -70,10 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_announce_ready, args=(rt,), name="ready", daemon=True).start()
     try:
         if args.test_input:
-            raw = json.loads(args.test_input.read_text())
-            job = raw if "input" in raw else {"input": raw}
-            job.setdefault("id", "local-test")
-            answer = handler(job)
+            job = read_test_input(args.test_input)
+            answer = job if "error" in job else handler(job)
             text = json.dumps(answer, indent=2)
             if args.output:
                 args.output.write_text(text)
@@ -85,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         host = args.host or rt.settings.serve_host
         sys.argv = [sys.argv[0]] + (["--rp_serve_api", "--rp_api_host", host, "--rp_api_port", str(args.port)]
                                     if args.serve else [])
-        runpod.serverless.start({"handler": handler})
+        runpod.serverless.start({"handler": runpod_handler})
         return 0
     finally:
         rt.stop()

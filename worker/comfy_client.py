@@ -93,9 +93,14 @@ class ComfyClient:
         body = self._json("POST", "/upload/image", files=files, data=form)
         return f"{body['subfolder']}/{body['name']}" if body.get("subfolder") else body["name"]
 
-    def queue_prompt(self, prompt: dict[str, Any]) -> str:
-        """POST /prompt; raise ComfyValidationError (with node id, type, message) on 400."""
-        resp = self._request("POST", "/prompt", json={"prompt": prompt, "client_id": self.client_id})
+    def queue_prompt(self, prompt: dict[str, Any], api_key: str | None = None) -> str:
+        """POST /prompt; raise ComfyValidationError (with node id, type, message) on 400. ``api_key``: a
+        Comfy.org key for API nodes, sent as worker-comfyui sends it (``extra_data.api_key_comfy_org``,
+        which ComfyUI keeps out of its history and queue)."""
+        body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id}
+        if api_key:
+            body["extra_data"] = {"api_key_comfy_org": api_key}
+        resp = self._request("POST", "/prompt", json=body)
         if resp.status_code == 400:
             try:
                 body = resp.json()

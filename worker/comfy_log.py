@@ -1,6 +1,6 @@
-"""ComfyUI's output: every byte kept in its log file, each line forwarded to the worker's stdout
-with a ``[comfyui]`` prefix (so node tracebacks reach RunPod's log stream), rate-limited so that a
-chatty node cannot flood it; suppressed lines are counted and the count is printed."""
+"""ComfyUI's output: every byte kept in its log file (but long base64-like runs: ``worker.redact``), each
+line forwarded to the worker's stdout with a ``[comfyui]`` prefix (so node tracebacks reach RunPod's log
+stream), rate-limited so that a chatty node cannot flood it; suppressed lines are counted and printed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import threading
 import time
 from typing import BinaryIO, TextIO
 
+from .redact import clip_bytes
+
 PREFIX = "[comfyui] "
-_SPLIT = re.compile(rb"\r\n|\r|\n")  # tqdm redraws with \r: each redraw is its own line
+_SPLIT = re.compile(rb"(\r\n|\r|\n)")  # tqdm redraws with \r: each redraw is its own line
 
 
 class LineBudget:
@@ -77,17 +79,22 @@ class LogPump:
         except (OSError, ValueError):
             self.budget.rate = 0
 
+    def _line(self, line: bytes, end: bytes) -> None:
+        line = clip_bytes(line)  # no echo of user data (base64 in an error message) in either place
+        self.logfile.write(line + end)
+        self._emit(line)
+
     def _run(self) -> None:
         pending = b""
         try:
             while chunk := self.pipe.read1(65536):
-                self.logfile.write(chunk)
+                *parts, pending = _SPLIT.split(pending + chunk)  # line, separator, line, ..., rest
+                for line, end in zip(parts[::2], parts[1::2]):
+                    self._line(line, end)
                 self.logfile.flush()
-                *lines, pending = _SPLIT.split(pending + chunk)
-                for line in lines:
-                    self._emit(line)
             if pending:
-                self._emit(pending)
+                self._line(pending, b"")
+                self.logfile.flush()
             if self.suppressed:
                 self._write(f"{PREFIX}... {self.suppressed} line(s) not shown (rate limit); all are in the log file\n")
         except (OSError, ValueError):

@@ -17,6 +17,7 @@ MB = 1000 * 1000  # WORKER_*_MB count megabytes of 10^6 bytes (model_fetch's MOD
 DEFAULT_WORKFLOW = "wan22_i2v_gguf"  # the saved workflow a job without ``workflow`` runs
 WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 DEFAULT_MAX_INPUT_MB = 25
+DEFAULT_MAX_BASE64_MB = 19  # a whole answer with inline outputs; RunPod refuses results over 20 MB
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,11 @@ class OutputSettings:
     """Where outputs go: inline base64, or an S3 bucket (all S3 output settings in one group)."""
 
     mode: str = "base64"  # a job's output mode when it names none; "s3" when BUCKET_ENDPOINT_URL is set
-    max_base64_bytes: int = 20 * MB  # RunPod's response limit for inline outputs
+    max_base64_bytes: int = DEFAULT_MAX_BASE64_MB * MB  # the whole inline answer; RunPod's limit is 20 MB
     bucket: str | None = None
     prefix: str = "outputs"
     url_expires: int = 3600
+    metadata: bool = False  # embed the graph and prompt in output files (ComfyUI without --disable-metadata)
 
     @classmethod
     def from_env(cls) -> "OutputSettings":
@@ -36,6 +38,8 @@ class OutputSettings:
             bucket=_env("WORKER_OUTPUT_BUCKET") or _env("BUCKET_NAME"),
             prefix=_env("WORKER_OUTPUT_PREFIX", "outputs"),
             url_expires=int(_env("WORKER_OUTPUT_URL_EXPIRES", "3600")),
+            max_base64_bytes=int(float(_env("WORKER_MAX_BASE64_MB", str(DEFAULT_MAX_BASE64_MB))) * MB),
+            metadata=_truthy(_env("WORKER_OUTPUT_METADATA")),
         )
 
 
@@ -64,6 +68,7 @@ class WorkerSettings:
     serve_host: str = "127.0.0.1"  # --serve: where runpod's local API server listens
     comfy_log_rate: float = 20.0  # ComfyUI output lines per second forwarded to stdout (0: file only)
     runpod_remote: bool = False  # RUNPOD_WEBHOOK_GET_JOB set: running on RunPod, progress goes to the client
+    comfy_org_api_key: str | None = field(default=None, repr=False)  # COMFY_ORG_API_KEY: for ComfyUI's API nodes
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "WorkerSettings":
@@ -89,6 +94,7 @@ class WorkerSettings:
             serve_host=_env("WORKER_SERVE_HOST", "127.0.0.1"),
             comfy_log_rate=float(_env("WORKER_COMFY_LOG_RATE", "20")),
             runpod_remote=bool(_env("RUNPOD_WEBHOOK_GET_JOB")),
+            comfy_org_api_key=_env("COMFY_ORG_API_KEY"),
         )
         return replace(s, **overrides) if overrides else s
 

@@ -30,7 +30,12 @@ class WorkerError(Exception):
         return lines
 
     def to_answer(self) -> dict[str, Any]:
-        return {"error": self.message, "code": self.code, **self.details, "details": self.detail_lines()}
+        """The answer, long base64-like runs in any string cut (``worker.redact``): no echo of user data."""
+        from .redact import clip_all
+
+        answer: dict[str, Any] = clip_all({"error": self.message, "code": self.code, **self.details,
+                                           "details": self.detail_lines()})
+        return answer
 
 
 class InvalidInput(WorkerError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -54,6 +55,20 @@ class ProgressReporter:
                 runpod.serverless.progress_update(self.job, event)
             except Exception as exc:  # noqa: BLE001 - progress is best effort
                 log.debug("progress update failed: %s", type(exc).__name__)
+
+
+def runpod_handler(job: dict[str, Any]) -> dict[str, Any]:
+    """The handler given to RunPod's SDK. A failure's answer travels as a JSON string in ``error``: the SDK
+    (``rp_job.run_job``) keeps only ``error`` of a failed job, and its local API (``--serve``) and the hosted
+    API pass a string through unchanged (the SDK sends its own exceptions the same way).
+    ``json.loads(answer["error"])`` is the object ``--test-input`` prints: ``code``, ``field``, ``details``."""
+    result = handler(job)
+    if "error" not in result:
+        return result
+    wrapped: dict[str, Any] = {"error": json.dumps({k: v for k, v in result.items() if k != "refresh_worker"})}
+    if result.get("refresh_worker"):
+        wrapped["refresh_worker"] = True
+    return wrapped
 
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import model_fetch
 from . import outputs as out
 from .comfy_client import ComfyClient, Progress, output_files
 from .errors import ComfyNotFound, InvalidInput, ModelsUnavailable, WorkerError
+from .graph_inputs import check_input_files
 from .images import load_image, safe_name, unique_name
 from .job_parse import Job, parse_job
 from .runtime import Runtime
@@ -112,7 +113,7 @@ def read_inputs(job: Job, ctx: JobContext) -> InputFiles:
     s = ctx.runtime.settings
     files = InputFiles()
     for i, item in enumerate(job.images):
-        files.named.append((safe_name(item.name, f"images[{i}].name"), load_image(item.image, f"images[{i}].image", s)))
+        files.named.append((safe_name(item.name, f"images.{i}.name"), load_image(item.image, f"images.{i}.image", s)))
     if "image" in job.params:
         files.start = load_image(job.params["image"], "params.image", s)
     return files
@@ -164,10 +165,11 @@ def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
     mode = spec.mode or s.mode
     if mode != "s3":
         return mode, None
-    bucket = spec.bucket or s.bucket or out.bucket_of_endpoint(ctx.runtime.fetch_settings.s3_endpoint_url)
+    bucket = spec.bucket or s.bucket or model_fetch.s3_endpoint_bucket(ctx.runtime.fetch_settings)
     if not bucket:
-        raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or a "
-                                            "BUCKET_ENDPOINT_URL of the form https://BUCKET.s3.REGION.amazonaws.com)")
+        raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or name the bucket "
+                                            "in BUCKET_ENDPOINT_URL: https://BUCKET.s3.REGION.amazonaws.com or "
+                                            "https://HOST/BUCKET)")
     return mode, bucket
 
 
@@ -224,6 +226,10 @@ def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
             params["image"] = "start.png"  # the uploaded name replaces it once the image is in ComfyUI
         checked = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         target = output_target(job, ctx)
+        input_dir, output_dir = rt.io_dirs()
+        coming = {item.name for item in job.images} | ({"start.png"} if "image" in params else set())
+        check_input_files(checked, rt.object_info(client) if client else None,
+                          {"input": input_dir, "output": output_dir, "temp": rt.settings.base_dir / "temp"}, coming)
         plan = plan_models(checked, ctx)
         inputs = read_inputs(job, ctx)
         models = fetch_models(plan, ctx)
@@ -235,7 +241,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
         graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         graph = _rename_inputs(graph, renames)
         t1 = time.monotonic()
-        prompt_id = client.queue_prompt(graph)
+        prompt_id = client.queue_prompt(graph, api_key=job.comfy_org_api_key or rt.settings.comfy_org_api_key)
         ctx.report({"stage": "queued", "prompt_id": prompt_id})
 
         def on_progress(p: Progress) -> None:
@@ -248,10 +254,12 @@ def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
         if comfy_s is not None:
             ctx.timings["comfy_execution_s"] = comfy_s
         files = _collect(entry, ctx)
-        delivered = _deliver(job, target, files, ctx)
+        images, described = out.answer_outputs(_deliver(job, target, files, ctx))
         ctx.timings["total_s"] = round(time.monotonic() - t0, 3)
-        return {"status": "success", "prompt_id": prompt_id, "outputs": delivered, "images": delivered,
-                "models": models, "timings": ctx.timings}
+        answer = {"status": "success", "prompt_id": prompt_id, "images": images, "outputs": described,
+                  "models": models, "timings": ctx.timings}
+        out.check_answer_size(answer, rt.settings.output.max_base64_bytes)
+        return answer
     finally:
         _cleanup(ctx, client, prompt_id)
 
@@ -289,8 +297,9 @@ def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str
         job = parse_job(raw, runtime.settings)
         return run_workflow(job, ctx) if job.action == "run" else run_action(job, ctx)
     except WorkerError as exc:
-        log.warning("job %s failed: %s (%s)", job_id, exc.message, exc.code)
-        return exc.to_answer()
+        answer = exc.to_answer()
+        log.warning("job %s failed: %s (%s)", job_id, answer["error"], exc.code)
+        return answer
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a structured answer, never a traceback
         log.exception("job %s: unexpected error", job_id)
         return {"error": f"internal error: {type(exc).__name__}", "code": "internal_error"}

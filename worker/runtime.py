@@ -89,7 +89,8 @@ class Runtime:
                                           env=self.comfy_env(),
                                           host=self.settings.host,
                                           port=self.settings.port, cpu=self.settings.cpu,
-                                          extra_args=list(self.settings.comfy_args),
+                                          extra_args=([] if self.settings.output.metadata else ["--disable-metadata"])
+                                          + list(self.settings.comfy_args),
                                           log_rate=self.settings.comfy_log_rate))
 
     def check_gpu(self) -> GpuCheck:

@@ -112,7 +112,7 @@ async def post_pull(request: web.Request) -> web.Response:
     refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx,
                                       {"extra_data": {"extra_pnginfo": {"workflow": body.get("workflow")}}})
     if refused is not None:
-        return _error(400, "model_fetch_refused", refused["error"]["details"])
+        return _error(400, "model_fetch_refused", "; ".join(refused["error"]["extra_info"]["refusals"]))
     try:
         started = await asyncio.to_thread(ctx.pull, names)
     except UnknownModels as exc:
@@ -174,7 +174,7 @@ async def check_embedded_sources(request: web.Request, handler: Any) -> web.Stre
     if ctx is not None and isinstance(body, dict):
         refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx, body)
         if refused is not None:
-            log.warning("prompt refused: %s", refused["error"]["details"])
+            log.warning("prompt refused: %s", "; ".join(refused["error"]["extra_info"]["refusals"]))
             return web.json_response(refused, status=400)
     return await handler(request)
 

@@ -97,15 +97,19 @@ def admit_prompt(ctx: PackFetch, body: Any) -> dict | None:
         return None
     prompt = body.get("prompt") if isinstance(body.get("prompt"), dict) else {}
     node_errors: dict[str, dict] = {}
+    unplaced = []
     for r in refused:
-        for node in r.nodes or ("",):
-            if node not in prompt:
-                continue
+        nodes = [node for node in r.nodes if node in prompt]
+        for node in nodes:  # every node is marked; the reason is printed once, on the first
             node_errors.setdefault(node, {"errors": [], "dependent_outputs": [],
                                           "class_type": prompt[node].get("class_type")})["errors"].append(
-                {"type": "model_fetch_refused", "message": "Model URL refused", "details": r.message(),
+                {"type": "model_fetch_refused", "message": "Model URL refused",
+                 "details": r.message() if node == nodes[0] else f"the same file as node {nodes[0]}",
                  "extra_info": {"model": r.name, "directory": r.directory}})
-    details = "; ".join(r.message() for r in refused)
-    return {"error": {"type": "model_fetch_refused", "message": f"Model download refused: {details}",
-                      "details": details, "extra_info": {"models": [r.name for r in refused]}},
+        if not nodes:
+            unplaced.append(r.message())
+    # The editor prints "message: details", then each node error: every refusal appears once.
+    details = "; ".join(unplaced) or "see the loader nodes below"
+    return {"error": {"type": "model_fetch_refused", "message": "Model download refused", "details": details,
+                      "extra_info": {"models": [r.name for r in refused], "refusals": [r.message() for r in refused]}},
             "node_errors": node_errors}
