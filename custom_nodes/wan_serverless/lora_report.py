@@ -72,7 +72,7 @@ class LoraReport:
 
 def model_label(model: Any) -> str:
     """The patched model as a user knows it: its source file when a loader recorded it, and ComfyUI's
-    model class (``WAN21``)."""
+    model class (``WAN21_T2V`` for WAN 2.2 I2V A14B: ComfyUI detects it as that class with in_dim 36)."""
     base = getattr(model, "model", None)
     kind = type(getattr(base, "model_config", None) or base).__name__
     source = getattr(base, SOURCE_ATTR, None)
