@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests import tiny_weights
+from tests import scaled_fp8, tiny_weights
 
 pytestmark = pytest.mark.comfyui
 
@@ -46,7 +46,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def new_layout(tiny_dir, tmp_path_factory) -> Path:
-    sd, metadata = tiny_weights.umt5_new_layout(load_file(str(tiny_dir / F["umt5"])))
+    sd, metadata = scaled_fp8.new_layout(load_file(str(tiny_dir / F["umt5"])))
     path = tmp_path_factory.mktemp("umt5-new") / "umt5_tiny_new_layout.safetensors"
     save_file(sd, str(path), metadata=metadata)
     return path

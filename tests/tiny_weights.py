@@ -15,8 +15,9 @@ in tests/data/layouts/ (tests/layouts.py); tests/test_layouts.py checks the file
 * umt5: 2 layers, d_model 4096 (the width WAN's ``text_embedding`` expects), a
   sentencepiece vocabulary of 512 trained here, stored in ``spiece_model`` as ComfyUI's
   repackaged encoders do. Scaled fp8 as the production file: e4m3fn Linear weights with a float32
-  ``scale_weight`` each, the ``scaled_fp8`` marker, F16 embeddings, norms and relative biases. The
-  same weights dequantized are ``umt5_tiny_fp16.safetensors``, and also written as GGUF (Q8_0) in llama.cpp's T5-encoder layout
+  ``scale_weight`` each, the ``scaled_fp8`` marker, F16 embeddings, norms and relative biases
+  (tests/scaled_fp8.py). The same weights dequantized are ``umt5_tiny_fp16.safetensors``, also
+  written as GGUF (Q8_0) in llama.cpp's T5-encoder layout
   (arch ``t5encoder``, ``enc.blk.N.attn_q`` names) with the tokenizer as ``tokenizer.ggml.*``
   metadata and no ``spiece_model`` tensor, as llama.cpp converters produce it.
 * LoRA: LightX2V I2V layout (no ``alpha``; ``lora_down``/``lora_up``/``diff_b`` per Linear, ``.diff``
@@ -198,53 +199,11 @@ def build_umt5(comfy, seed: int):
 
 
 def umt5_scaled_fp8(dense: dict) -> dict:
-    """The encoder in the layout of ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (its fixture): each
-    ``encoder.block`` Linear as e4m3fn with a float32 ``scale_weight`` (absmax / 448), the empty
-    ``scaled_fp8`` marker, everything else as it is (F16; ``spiece_model`` U8)."""
-    import torch
+    """The encoder in the layout of ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (its fixture)."""
+    from tests import scaled_fp8
 
     types = _layout_types("umt5_xxl_fp8_e4m3fn_scaled.safetensors", UMT5_DIMS)
-    out = {}
-    for key, value in dense.items():
-        if types.get(key) == "F8_E4M3":
-            w = value.float()
-            scale = (w.abs().max() / 448.0).clamp(min=1e-12)
-            out[key] = (w / scale).to(torch.float8_e4m3fn)
-            out[key[: -len("weight")] + "scale_weight"] = scale.reshape(()).to(torch.float32)
-        else:
-            out[key] = value
-    out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
-    return out
-
-
-def umt5_dequantized(scaled: dict) -> dict:
-    """Scaled fp8 weights as fp16 (weight x scale), marker and scales dropped: the same encoder, dense."""
-    import torch
-
-    out = {}
-    for key, value in scaled.items():
-        if key == "scaled_fp8" or key.endswith(".scale_weight"):
-            continue
-        if value.dtype == torch.float8_e4m3fn:
-            value = (value.float() * scaled[key[: -len("weight")] + "scale_weight"]).to(torch.float16)
-        out[key] = value
-    return out
-
-
-def umt5_new_layout(scaled: dict) -> tuple[dict, dict[str, str]]:
-    """The same scaled-fp8 encoder in ComfyUI's newer layout: ``<layer>.weight_scale`` tensors and the
-    ``_quantization_metadata`` header entry instead of ``scale_weight`` and the ``scaled_fp8`` marker."""
-    out, layers = {}, {}
-    for key, value in scaled.items():
-        if key == "scaled_fp8":
-            continue
-        if key.endswith(".scale_weight"):
-            layer = key[: -len(".scale_weight")]
-            out[f"{layer}.weight_scale"] = value
-            layers[layer] = {"format": "float8_e4m3fn"}
-        else:
-            out[key] = value
-    return out, {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+    return scaled_fp8.quantize(dense, {k for k, t in types.items() if t == "F8_E4M3" and k != "scaled_fp8"})
 
 
 def _layout_types(file: str, dims: dict) -> dict[str, str]:
@@ -413,6 +372,8 @@ def generate(out_dir: Path, comfyui_dir: Path) -> dict:
     comfy = _import_comfy(Path(comfyui_dir))
     from safetensors.torch import save_file
 
+    from tests import scaled_fp8
+
     high, low = build_unet(comfy, 101), build_unet(comfy, 202)
     umt5 = umt5_scaled_fp8(build_umt5(comfy, 404))
     tensors = {
@@ -420,7 +381,7 @@ def generate(out_dir: Path, comfyui_dir: Path) -> dict:
         FILES["unet_low"]: low,
         FILES["vae"]: build_vae(comfy, 303),
         FILES["umt5"]: umt5,
-        FILES["umt5_dense"]: umt5_dequantized(umt5),
+        FILES["umt5_dense"]: scaled_fp8.dequantize(umt5),
         FILES["lora"]: build_lora(505),
     }
     written = []
