@@ -67,6 +67,8 @@ def main() -> int:
         written.append(path)
     print(f"fetched {len(answer['models']['fetched'])} model files; job took {time.monotonic() - t0:.1f}s "
           f"(timings: {answer['timings']})", file=sys.stderr)
+    for warning in answer.get("warnings", []):  # e.g. the LoRA keys WAN 2.2 has no target for
+        print(f"warning: {warning}", file=sys.stderr)
     for path in written:
         print(path)
     return 0

@@ -79,6 +79,13 @@ def test_first_job_fetches_models_from_the_mirror_then_runs(runtime, mirror, tmp
     assert any(e.get("stage") == "sampling" for e in events)
     info = decode_video(tmp_path, answer)
     assert (info["frames"], info["width"], info["height"]) == (9, 64, 48)
+    # The LightX2V stand-in on both stages: each LoRA's report, and a warning naming what had no target.
+    lora = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+    assert [r["lora"] for r in answer["loras"]] == [lora, lora] and all(r["applied"] > 0 for r in answer["loras"])
+    assert {r["model"].split(" ")[0] for r in answer["loras"]} == {"wan2.2_i2v_high_noise_14B_Q5_0.gguf",
+                                                                   "wan2.2_i2v_low_noise_14B_Q5_0.gguf"}
+    assert len(answer["warnings"]) == 2 and all("no target for" in w and "cross_attn.k_img" in w
+                                                for w in answer["warnings"])
     # inputs and outputs of the job are cleaned up
     assert not any((runtime.settings.base_dir / "input").glob("job-*"))
     assert not any((runtime.settings.base_dir / "output").rglob("*.mp4"))
@@ -92,6 +99,26 @@ def test_second_job_from_the_ui_format_file_uses_present_models(runtime, mirror,
     assert answer.get("status") == "success", answer
     assert answer["models"]["fetched"] == [] and srv.counters.bytes_sent == 0
     assert decode_video(tmp_path, answer)["frames"] == 5
+
+
+def test_lora_for_another_model_fails_the_job_naming_file_and_model(runtime, tmp_path):
+    """A LoRA of which no key applies: the job fails with ``lora_not_applied`` (in the editor a warning)."""
+    import torch
+    from safetensors.torch import save_file
+
+    loras = runtime.fetch_settings.models_dirs[0] / "loras"
+    foreign = {f"diffusion_model.double_blocks.0.img_attn.qkv.{p}": torch.zeros(s, dtype=torch.bfloat16)
+               for p, s in (("lora_down.weight", (4, 64)), ("lora_up.weight", (192, 4)))}
+    save_file(foreign, str(loras / "flux_style_lora.safetensors"))
+    api = json.loads((ROOT / "workflows" / "wan22_i2v_gguf.api.json").read_text())
+    small = {"LoraLoaderModelOnly": {"lora_name": "flux_style_lora.safetensors"},
+             "WanImageToVideo": {"width": 32, "height": 32, "length": 1}}
+    for node in api.values():
+        node["inputs"].update(small.get(node["class_type"], {}))
+    answer = run(runtime, {"workflow": api, "images": [{"name": "start_image.png", "image": IMAGE}]})
+    assert answer.get("code") == "lora_not_applied", answer
+    assert answer["lora"] == "flux_style_lora.safetensors" and "flux_style_lora.safetensors" in answer["error"]
+    assert answer["model"].startswith("wan2.2_i2v_") and answer["model"] in answer["error"]
 
 
 def test_invalid_graph_is_a_structured_error(runtime):

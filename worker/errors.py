@@ -106,3 +106,9 @@ class GpuUnavailable(WorkerError):
     """A GPU was expected (``WORKER_EXPECT_GPU``) but CUDA is unusable: driver, build or device."""
 
     code = "gpu_unavailable"
+
+
+class LoraNotApplied(WorkerError):
+    """A LoRA in the workflow applied to none of the model's weights (made for another model family)."""
+
+    code = "lora_not_applied"

@@ -14,6 +14,7 @@ from typing import Any
 
 import model_fetch
 
+from . import lora_reports
 from . import outputs as out
 from .comfy_client import ComfyClient, Progress, output_files
 from .errors import ComfyNotFound, InvalidInput, ModelsUnavailable, WorkerError
@@ -253,11 +254,14 @@ def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
         comfy_s = comfy_execution_seconds(entry)
         if comfy_s is not None:
             ctx.timings["comfy_execution_s"] = comfy_s
+        warnings = lora_reports.check(entry)  # a LoRA that applied to nothing fails the job here
         files = _collect(entry, ctx)
         images, described = out.answer_outputs(_deliver(job, target, files, ctx))
         ctx.timings["total_s"] = round(time.monotonic() - t0, 3)
         answer = {"status": "success", "prompt_id": prompt_id, "images": images, "outputs": described,
                   "models": models, "timings": ctx.timings}
+        loras = lora_reports.reports(entry)
+        answer |= ({"loras": loras} if loras else {}) | ({"warnings": warnings} if warnings else {})
         out.check_answer_size(answer, rt.settings.output.max_base64_bytes)
         return answer
     finally:

@@ -101,12 +101,18 @@ def _clip_target(config: dict, dtype_t5: torch.dtype | None, quant: dict | None)
 
 
 def load_umt5(sd: dict[str, torch.Tensor], tokenizer_proto: torch.Tensor | None = None,
-              model_options: dict | None = None) -> comfy.sd.CLIP:
-    """Build a ComfyUI CLIP object (tokenizer + encoder) for WAN from an encoder state dict."""
+              model_options: dict | None = None, metadata: Mapping[str, str] | None = None) -> comfy.sd.CLIP:
+    """Build a ComfyUI CLIP object (tokenizer + encoder) for WAN from an encoder state dict.
+
+    ``metadata`` is the file's header metadata (safetensors ``__metadata__``). As in ComfyUI's
+    ``load_clip``, its ``_quantization_metadata`` (the newer scaled-fp8 layout: per-layer
+    ``weight_scale``) or else a ``scaled_fp8`` marker tensor (the older layout: ``scale_weight``)
+    turns into per-layer ``comfy_quant`` entries before the prefix is stripped; dropping the
+    metadata would load fp8 weights unscaled."""
     model_options = dict(model_options or {})
-    sd = strip_prefix(sd)
     if model_options.get("custom_operations") is None:
-        sd, _ = comfy.utils.convert_old_quants(sd, model_prefix="", metadata={})
+        sd, _ = comfy.utils.convert_old_quants(dict(sd), model_prefix="", metadata=dict(metadata or {}))
+    sd = strip_prefix(sd)
     spiece = sd.pop("spiece_model", None)
     if tokenizer_proto is not None:
         spiece = tokenizer_proto
