@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast bench realsize reliability image image-test image-size image-clean clean
+.PHONY: setup demo test test-fast lint pack bench realsize gpu-kit reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,12 +16,27 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+# The node pack as artists install it: dist/wan_serverless.zip (comfy node pack, validated) and the
+# model-fetch wheel it requires (docs/editor.md, "Install into your ComfyUI").
+pack: setup
+	$(PY) scripts/pack.py
+
+# The type checker and the linter alone (`make test` runs them too: tests/test_static.py).
+lint: setup
+	$(PY) -m mypy
+	$(PY) -m ruff check .
+
 bench: setup
 	$(PY) -m bench
 
 # Full-size stand-ins (~28 GB, generated under .cache/realsize, deleted afterwards) through the worker on CPU.
 realsize: setup
 	$(PY) -m bench.realsize
+
+# The GPU run's kit (.gpukit, ignored, fails above 60 MiB): wheels the GPU machine lacks, ComfyUI 0.8.0, the
+# project, city96's pack (CITY96_GGUF_GIT=/path/to/ComfyUI-GGUF.git). docs/benchmarks.md, "GPU run in one window".
+gpu-kit: setup
+	$(PY) -m bench.gpu_kit
 
 reliability: setup
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest -m slow tests/reliability
@@ -43,4 +58,4 @@ image-clean:
 	scripts/image.sh clean
 
 clean:
-	rm -rf .demo .cache .pytest_cache
+	rm -rf .demo .cache .pytest_cache dist

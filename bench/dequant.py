@@ -87,10 +87,11 @@ def measure(device: torch.device, dtype: torch.dtype, ours, theirs) -> list[dict
     for name in TYPES:
         qtype = gguf.GGMLQuantizationType[name]
         packed = packed_tensor(name).to(device)
-        run_ours = lambda: ours.dequantize(packed, qtype, SHAPE, dtype)  # noqa: E731
+        run_ours = lambda packed=packed, qtype=qtype: ours.dequantize(packed, qtype, SHAPE, dtype)  # noqa: E731
         run_theirs = None
         if theirs is not None and qtype in getattr(theirs, "dequantize_functions", {}):
-            run_theirs = lambda: theirs.dequantize(packed, qtype, SHAPE, dtype=dtype).to(dtype)  # noqa: E731
+            run_theirs = lambda packed=packed, qtype=qtype: theirs.dequantize(  # noqa: E731
+                packed, qtype, SHAPE, dtype=dtype).to(dtype)
         mismatch = None
         if run_theirs is not None:
             a, b = run_ours().float(), run_theirs().float()

@@ -1,5 +1,7 @@
 """Full-size stand-ins for the five production files, written in minutes, random weights, no downloads.
 
+Names, dtypes and GGML types come from the layout fixtures (tests/data/layouts, tests/layouts.py).
+
 * UNETs (high and low noise): WAN 2.2 I2V A14B layout (dim 5120, ffn 13824, 40 heads, 40 blocks,
   in_dim 36) as GGUF in the community Q5_0 mix: block ``*.weight`` Q5_0, ``ffn.2`` Q5_1, embeddings
   and head F16, norms/biases/modulation F32, the 5-D ``patch_embedding`` F32 with five dimensions as
@@ -9,9 +11,11 @@
   per-weight ``scale_weight``, the ``scaled_fp8`` marker, fp16 ``shared``/norms/relative biases,
   ``spiece_model``.
 * Wan 2.1 VAE at its real dims (dim 96), built with ComfyUI's own class.
-* LightX2V I2V rank-64 LoRA (bf16) with the published file's key naming (``diffusion_model.blocks.N.``
-  ``<linear>.lora_down/lora_up.weight`` and ``.diff_b``, ``<norm>.diff``, ``blocks.N.diff_m``, plus
-  ``cross_attn.k_img/v_img`` and ``norm_k_img`` that WAN 2.2 lacks: ComfyUI logs them as not loaded).
+* LightX2V I2V rank-64 LoRA (bf16) with the published file's key families (``diffusion_model.blocks.N.``
+  ``<linear>.lora_down/lora_up.weight`` and ``.diff_b``, ``<norm>.diff``, ``blocks.N.diff_m``; ``head.head``,
+  text/time embeddings, ``time_projection.1``; ``cross_attn.k_img/v_img``, ``norm_k_img`` and ``img_emb``
+  that WAN 2.2 lacks: ComfyUI logs them as not loaded). 740,043,320 B, 0.28% over the published size
+  (the fixture says why that is open).
 
 ``python -m bench.realsize_weights OUT_DIR [--blocks N] [--dim D --ffn F --heads H] [--only NAME...]``;
 reduced dims serve the CPU smoke runs. An index ``realsize_weights.json`` (sizes, sha256) is written.
@@ -21,21 +25,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import struct
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import gguf
 import numpy as np
 
-from tests.tiny_weights import STAND_INS, _fill, _sha256, build_tokenizer  # before ComfyUI's own ``tests`` package shadows ours
+from tests import layouts  # before ComfyUI's own ``tests`` package shadows ours
+from tests.tiny_weights import STAND_INS, _fill, _sha256, build_tokenizer
 
 QT = gguf.GGMLQuantizationType
 INDEX_NAME = "realsize_weights.json"
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 
 #: Production file names (model_fetch's default manifest, as tests/tiny_weights.py lists them) -> folder.
 FILES = dict(zip(("unet_high", "unet_low", "umt5", "vae", "lora"),
@@ -123,13 +130,17 @@ def unet_layout(comfy, dims: Dims) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def unet_qtype(name: str, shape: tuple[int, ...], mix: str) -> QT:
-    """The community mix: block matrices quantized, ffn.2 one notch up, the rest unquantized."""
+    """The production file's type for this tensor (its fixture), the quantized ones per ``mix``:
+    block matrices ``main``, ``ffn.2`` one notch up, the rest unquantized as the fixture says."""
     main, down = MIXES[mix]
-    if len(shape) == 1 or len(shape) > 4 or "modulation" in name:
-        return QT.F32
-    if name.startswith("blocks.") and len(shape) == 2:
-        return down if ".ffn.2." in name else main
-    return QT.F16  # embeddings, time projection, head
+    qtype = _unet_types()[re.sub(r"^blocks\.\d+\.", "blocks.0.", name)]
+    return {"Q5_0": main, "Q5_1": down}.get(qtype, QT[qtype])
+
+
+@cache
+def _unet_types() -> dict[str, str]:
+    """Type per tensor name of the UNET fixture, block 0 standing for every block."""
+    return {name: qtype for name, (qtype, _) in layouts.expand(layouts.UNET_HIGH, {"blocks": 1}).items()}
 
 
 def _plain(shape: tuple[int, ...], dtype, std: float, rng: np.random.Generator, mean: float = 0.0) -> np.ndarray:
@@ -215,7 +226,7 @@ def write_safetensors(path: Path, items: list[tuple[str, str, tuple[int, ...], C
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
-        for name, dtype, shape, make in items:
+        for name, _dtype, _shape, make in items:
             data = make()
             if len(data) != header[name]["data_offsets"][1] - header[name]["data_offsets"][0]:
                 raise AssertionError(f"{name}: wrong byte count")
@@ -243,26 +254,27 @@ def fp8_scaled(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> l
 # --- umt5 / VAE / LoRA -----------------------------------------------------------------------------
 
 def umt5_items(comfy, dims: Dims, seed: int) -> list:
-    import torch
-
-    cfg = {"d_ff": dims.t5_ff, "d_kv": 64, "d_model": dims.text_dim, "dense_act_fn": "gelu_pytorch_tanh",
-           "is_gated_act": True, "model_type": "umt5", "num_heads": dims.t5_heads, "num_layers": dims.t5_layers,
-           "vocab_size": dims.t5_vocab}
-    model = comfy.text_encoders.t5.T5(cfg, dtype=torch.float16, device="meta", operations=comfy.ops.disable_weight_init)
+    """umt5-xxl in the layout of its fixture: fp8 Linear weights with a float32 ``scale_weight`` each,
+    F16 embeddings/norms/relative biases, the ``spiece_model`` tokenizer, the ``scaled_fp8`` marker."""
     rng = np.random.default_rng(seed)
+    proto = build_tokenizer(512)
+    layout = layouts.expand(layouts.UMT5, dict(d_model=dims.text_dim, layers=dims.t5_layers, heads=dims.t5_heads, d_kv=64,
+                                               d_ff=dims.t5_ff, vocab=dims.t5_vocab, spiece_bytes=len(proto)))
     items = []
-    for name, t in model.state_dict().items():
-        shape = tuple(t.shape)
-        if name.startswith("encoder.block.") and len(shape) == 2 and "relative_attention_bias" not in name:
+    for name, (dtype, shape) in layout.items():
+        if dtype == "F8_E4M3" and name != "scaled_fp8":
             items += fp8_scaled(name, shape, rng)
         elif name == "shared.weight":
             items.append((name, "F16", shape, lambda s=shape: _plain(s, np.float16, 1.0, rng).tobytes()))
+        elif name.endswith(".scale_weight"):
+            continue  # written with its weight by fp8_scaled
+        elif name == "spiece_model":
+            items.append((name, "U8", shape, lambda: proto))
+        elif name == "scaled_fp8":
+            items.append((name, "F8_E4M3", shape, lambda: b""))
         else:  # norms, relative attention biases
             mean = 1.0 if "layer_norm" in name else 0.0
-            items.append((name, "F16", shape, lambda s=shape, m=mean: _plain(s, np.float16, 0.05, rng, m).tobytes()))
-    proto = build_tokenizer(512)
-    items.append(("spiece_model", "U8", (len(proto),), lambda: proto))
-    items.append(("scaled_fp8", "F8_E4M3", (0,), lambda: b""))
+            items.append((name, dtype, shape, lambda s=shape, m=mean: _plain(s, np.float16, 0.05, rng, m).tobytes()))
     return items
 
 
@@ -276,31 +288,21 @@ def vae_items(comfy, dims: Dims, seed: int) -> list:
     return [(k, "F16", v.shape, lambda v=v: v.tobytes()) for k, v in sd.items()]
 
 
-#: Linear layers of a WAN I2V block the LightX2V LoRA covers (k_img/v_img exist in WAN 2.1 I2V only).
-LORA_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
-                "cross_attn.v", "cross_attn.o", "cross_attn.k_img", "cross_attn.v_img", "ffn.0", "ffn.2")
-LORA_NORMS = ("self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k",
-              "cross_attn.norm_k_img", "norm3")
-
-
 def lora_items(dims: Dims, seed: int) -> list:
+    """The LightX2V I2V rank-64 LoRA in the layout of its fixture (bf16, no alpha; families WAN 2.2 has
+    no target for included)."""
     rng = np.random.default_rng(seed)
-    r, d = dims.lora_rank, dims.dim
+    layout = layouts.expand(layouts.LORA, dict(dim=dims.dim, ffn=dims.ffn, blocks=dims.blocks, rank=dims.lora_rank,
+                                               out_dim=dims.out_dim, text_dim=dims.text_dim, freq_dim=dims.freq_dim))
     items = []
-
-    def add(name, shape, std):
-        items.append((name, "BF16", shape, lambda: _bf16(std * rng.standard_normal(shape, dtype=np.float32))))
-
-    for i in range(dims.blocks):
-        base = f"diffusion_model.blocks.{i}."
-        for lin in LORA_LINEARS:
-            out_f, in_f = {"ffn.0": (dims.ffn, d), "ffn.2": (d, dims.ffn)}.get(lin, (d, d))
-            add(base + lin + ".diff_b", (out_f,), 0.01)
-            add(base + lin + ".lora_down.weight", (r, in_f), in_f ** -0.5)
-            add(base + lin + ".lora_up.weight", (out_f, r), 0.2 * r ** -0.5)
-        for norm in LORA_NORMS:
-            add(base + norm + ".diff", (d,), 0.01)
-        add(base + "diff_m", (1, 6, d), 0.01)
+    for name, (_, shape) in layout.items():
+        if name.endswith(".lora_down.weight"):
+            std = shape[1] ** -0.5
+        elif name.endswith(".lora_up.weight"):
+            std = 0.2 * dims.lora_rank ** -0.5
+        else:
+            std = 0.01
+        items.append((name, "BF16", shape, lambda s=shape, d=std: _bf16(d * rng.standard_normal(s, dtype=np.float32))))
     return items
 
 

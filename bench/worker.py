@@ -84,8 +84,8 @@ def run() -> None:
     c_warm = comfy_rss[min(4, len(rss) - 1)]
     c_growth = (comfy_rss[-1] - c_warm) / c_warm
     rows = [["overhead per job (median)", f"{median:.0f} ms"], ["overhead p90", f"{sorted(overheads)[int(0.9 * len(overheads))] * 1000:.0f} ms"],
-            ["worker RSS after job 5 → job %d" % JOBS, f"{warm / 2**20:.0f} → {rss[-1] / 2**20:.0f} MiB ({growth:+.1%})"],
-            ["ComfyUI RSS after job 5 → job %d" % JOBS, f"{c_warm / 2**20:.0f} → {comfy_rss[-1] / 2**20:.0f} MiB ({c_growth:+.1%})"],
+            [f"worker RSS after job 5 → job {JOBS}", f"{warm / 2**20:.0f} → {rss[-1] / 2**20:.0f} MiB ({growth:+.1%})"],
+            [f"ComfyUI RSS after job 5 → job {JOBS}", f"{c_warm / 2**20:.0f} → {comfy_rss[-1] / 2**20:.0f} MiB ({c_growth:+.1%})"],
             ["cold start: ComfyUI answering (supervisor)", f"{cold:.1f} s"],
             ["cold start: `python -m worker` to 'worker ready'", f"{entry_cold:.1f} s" if entry_cold else "n/a"]]
     body = (f"{JOBS} sequential jobs of the saved workflow (`wan22_i2v_gguf`, Q5_0 GGUF UNETs, LoRA, umt5) on tiny weights, "

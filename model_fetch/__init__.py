@@ -20,18 +20,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
-
 from ._comfy_folders import ComfyFolders
 from ._folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
 from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
 from ._progress import FileProgress
 from ._store import Store
 from .config import Settings
-from .errors import (DownloadError, IntegrityError, LeaseTimeout, ManifestError, ModelFetchError, NotEnoughSpace,
-                     OfflineError, SourceNotFound, SourceRefused, UnknownModelError, WorkflowError)
+from .errors import (DownloadCancelled, DownloadError, HostUnreachable, IntegrityError, LeaseTimeout, ManifestError,
+                     ModelFetchError, NotEnoughSpace, OfflineError, SourceNotFound, SourceRefused, UnknownModelError,
+                     WorkflowError)
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 if TYPE_CHECKING:
+    import threading
+    from typing import Any
+
+    from ._cleanup import GcReport
+    from ._verifier import VerifyResult
+
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
     from ._fetch import EnsureReport, Fetched
     from ._inventory import FileStatus
@@ -48,7 +54,7 @@ _LAZY = {"EnsureReport": ("_fetch", "EnsureReport"), "Fetched": ("_fetch", "Fetc
          "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host")}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
@@ -69,10 +75,11 @@ __all__ = [
     # sources a workflow carries, untrusted URLs
     "workflow_needs", "check_embedded_sources", "Refusal", "UrlRefused", "check_public_host", "redact_url",
     # S3 (mirrors, and the worker's output bucket)
-    "s3_client", "s3_upload",
+    "s3_client", "s3_upload", "s3_endpoint_bucket",
     # errors
     "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
-    "IntegrityError", "DownloadError", "SourceNotFound", "OfflineError", "LeaseTimeout",
+    "IntegrityError", "DownloadError", "DownloadCancelled", "SourceNotFound", "HostUnreachable", "OfflineError",
+    "LeaseTimeout",
 ]
 
 
@@ -85,7 +92,7 @@ def defaults(settings: Settings | None = None, manifest: Manifest | None = None,
     return settings, manifest, store
 
 
-def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
+def plan(workflow: dict[str, Any] | str | Path, *, settings: Settings | None = None, manifest: Manifest | None = None,
          store: Store | None = None, comfy: ComfyFolders | None = None) -> "Plan":
     """The model files ``workflow`` needs (UI or API format), resolved against store, ComfyUI's own
     folders (``comfy``) and manifest."""
@@ -97,15 +104,19 @@ def plan(workflow: dict | str | Path, *, settings: Settings | None = None, manif
 
 def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = None, store: Store | None = None,
            on_progress: Callable[[FileProgress], None] | None = None,
-           after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None) -> "EnsureReport":
-    """Make every entry present (downloading, or waiting on another process that is)."""
+           after_place: Callable[[ModelEntry, Path, str, str, bool], None] | None = None,
+           cancel: threading.Event | None = None) -> "EnsureReport":
+    """Make every entry present (downloading, or waiting on another process that is).
+
+    Setting ``cancel`` (from any thread) stops it with ``DownloadCancelled``; a ``.part`` and its
+    journal stay, so the next ``ensure`` resumes where this one stopped."""
     from ._fetch import ensure_entries
     from ._planner import Plan
     from ._s3 import writeback_hook
 
     settings, _, store = defaults(settings, Manifest(), store)
     entries = items.entries() if isinstance(items, Plan) else list(items)
-    return ensure_entries(entries, store, settings, on_progress, after_place or writeback_hook(settings))
+    return ensure_entries(entries, store, settings, on_progress, after_place or writeback_hook(settings), cancel)
 
 
 def status(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None,
@@ -118,7 +129,7 @@ def status(*, settings: Settings | None = None, manifest: Manifest | None = None
 
 
 def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manifest: Manifest | None = None,
-           store: Store | None = None):
+           store: Store | None = None) -> list[VerifyResult]:
     """Rehash present files (all manifest entries, or those named)."""
     from ._verifier import verify as _verify
 
@@ -127,7 +138,7 @@ def verify(names: Iterable[str] = (), *, settings: Settings | None = None, manif
     return _verify([e for e in manifest if not wanted or e.name in wanted], store)
 
 
-def gc(*, settings: Settings | None = None, store: Store | None = None, partials: bool = False):
+def gc(*, settings: Settings | None = None, store: Store | None = None, partials: bool = False) -> GcReport:
     """Clean the models roots; resumable partial downloads are kept unless ``partials``."""
     from ._cleanup import gc as _gc
 
@@ -135,7 +146,7 @@ def gc(*, settings: Settings | None = None, store: Store | None = None, partials
     return _gc(store, settings.lease_ttl, partials=partials)
 
 
-def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict:
+def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None, store: Store | None = None) -> dict[str, Any]:
     from ._diagnostics import doctor as _doctor
 
     settings, manifest, store = defaults(settings, manifest, store)
@@ -150,14 +161,22 @@ def write_paths(path: str | Path, *, settings: Settings | None = None, store: St
     return write_extra_model_paths(store, Path(path))
 
 
-def s3_client(settings: Settings | None = None):
+def s3_client(settings: Settings | None = None) -> Any:  # a boto3 client (untyped)
     """A boto3 S3 client for the configured endpoint and credentials (``BUCKET_*`` / ``AWS_*``)."""
     from ._s3 import make_client
 
     return make_client(settings or Settings.from_env())
 
 
-def s3_upload(client, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
+def s3_endpoint_bucket(settings: Settings | None = None) -> str | None:
+    """The bucket ``BUCKET_ENDPOINT_URL`` names: its host's first label when virtual-hosted
+    (``https://BUCKET.s3.REGION.amazonaws.com``), else its path's first segment; None when it names none."""
+    from ._s3 import parse_endpoint
+
+    return parse_endpoint((settings or Settings.from_env()).s3_endpoint_url).bucket
+
+
+def s3_upload(client: Any, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
     """Upload ``path`` to ``s3://bucket/key`` (multipart; the sha256, when given, in the object metadata)."""
     from ._s3 import upload
 

@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import _journal as journal
 from ._lease import Lease
@@ -19,7 +20,7 @@ class GcReport:
     kept_active: list[str] = field(default_factory=list)
     kept_partial: list[str] = field(default_factory=list)  # resumable downloads, kept unless ``partials``
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"removed": self.removed, "freed_bytes": self.freed_bytes, "kept_active": self.kept_active,
                 "kept_partial": self.kept_partial}
 

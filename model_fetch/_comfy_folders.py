@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._folders import canonical, search_dirs
+from ._folders import canonical, is_file, search_dirs
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ComfyFolders:
         for folder in dict.fromkeys([canonical(directory), *map(canonical, search_dirs(directory))]):
             for d in self.dirs.get(folder, []):
                 path = d / name
-                if path.is_file():
+                if is_file(path):
                     return path
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -25,12 +26,12 @@ YAML_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def extra_model_paths(store: Store) -> dict:
+def extra_model_paths(store: Store) -> dict[str, Any]:
     """The YAML document as a dict: one section per root, the write root marked ``is_default``."""
     write_root = store.write_root()
     doc = {}
     for i, root in enumerate(store.roots):
-        section: dict = {"base_path": str(root)}
+        section: dict[str, Any] = {"base_path": str(root)}
         if root == write_root:
             section["is_default"] = True
         for key, dirs in YAML_KEYS.items():

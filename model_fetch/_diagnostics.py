@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .config import Settings, env_report
 from .errors import human_bytes
@@ -42,7 +43,7 @@ def _volume_problems(settings: Settings, write_root: Path | None, need: int) -> 
     return []
 
 
-def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict:
+def doctor(settings: Settings, manifest: Manifest, store: Store) -> dict[str, Any]:
     """A JSON-ready report; ``problems`` lists what needs attention, ``ok`` is False if any is fatal."""
     problems: list[str] = []
     fatal = False

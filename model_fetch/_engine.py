@@ -1,10 +1,11 @@
 """The download engine: every source's bytes reach a final file name through here, and only here.
 
 ``<name>.part`` is preallocated in the destination folder and mapped into memory; N workers fetch
-chunk ranges in order over kept-alive connections and receive them straight into the mapping (one copy, socket to page cache;
-``pwrite`` where the filesystem cannot preallocate, so a full disk is an error, never a SIGBUS); each finished chunk goes in the journal (so a killed process resumes);
-a hasher thread feeds sha256 with the contiguous prefix as it completes (from the page cache, no
-pass after the download); then fsync, atomic rename, directory fsync. A partial chunk is resumed
+chunk ranges in order over kept-alive connections and receive them straight into the mapping (one
+copy, socket to page cache; ``pwrite`` where the filesystem cannot preallocate, so a full disk is an
+error, never a SIGBUS); each finished chunk goes in the journal (so a killed process resumes); a hasher
+thread feeds sha256 with the contiguous prefix as it completes (from the page cache, no pass after the
+download); then fsync, atomic rename, directory fsync. A partial chunk is resumed
 from its last byte on retry. A server that ignores ``Range`` is read as one stream.
 """
 
@@ -21,14 +22,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from . import _journal as journal_mod
 from .config import Settings
-from .errors import DownloadError, IntegrityError, NotEnoughSpace
+from .errors import DownloadCancelled, DownloadError, IntegrityError, NotEnoughSpace
 from ._reach import waiting_line
 from ._store import journal_path, part_path
 from ._transports import Probe, RangeIgnored, Transient, Transport
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 300.0
 
@@ -47,7 +50,7 @@ class Result:
 
 
 def backoff(attempt: int, settings: Settings, retry_after: float | None) -> float:
-    delay = min(settings.backoff_max, settings.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+    delay = min(settings.backoff_max, settings.backoff_base * 2.0 ** attempt) * random.uniform(0.5, 1.0)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay
@@ -76,7 +79,8 @@ class Download:
 
     def __init__(self, transport: Transport, final: Path, settings: Settings, expected_sha256: str | None = None,
                  expected_size: int | None = None, on_bytes: Callable[[int, int, int | None], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, probe_attempts: int | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, probe_attempts: int | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> None:
         self.t = transport
         self.final = Path(final)
         self.part = part_path(self.final)
@@ -85,6 +89,7 @@ class Download:
         self.expected_size = expected_size
         self.on_bytes = on_bytes
         self.should_stop = should_stop or (lambda: False)
+        self.cancelled = cancelled or (lambda: False)  # checked with every block received: DownloadCancelled
         self.probe_attempts = probe_attempts or settings.max_attempts
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -95,7 +100,7 @@ class Download:
         self.resumed = False  # bytes of an earlier run were kept (a sha256 mismatch may then be theirs)
 
     # -- helpers --------------------------------------------------------------------------
-    def _with_retries(self, what: str, fn, attempts: int):
+    def _with_retries(self, what: str, fn: Callable[[], T], attempts: int) -> T:
         for attempt in range(attempts):
             try:
                 return fn()
@@ -105,8 +110,11 @@ class Download:
                 delay = backoff(attempt, self.settings, exc.retry_after)
                 log.info("%s: %s; retrying in %.1fs", what, exc, delay)
                 time.sleep(delay)
+        raise DownloadError(f"{what}: no attempt allowed")  # attempts < 1
 
     def _count(self, n: int) -> None:
+        if self.cancelled():  # .part and journal stay as they are: the next run resumes
+            raise DownloadCancelled(self.final.name)
         with self._lock:
             self.done_bytes += n
             self.fetched += n
@@ -138,6 +146,8 @@ class Download:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if self.cancelled():
+            raise DownloadCancelled(self.final.name)
         if self.should_stop():
             raise DownloadError(f"{self.final.name}: download lease lost to another process; not placing the file")
         os.replace(self.part, self.final)
@@ -164,7 +174,8 @@ class Download:
             return True
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
-                raise NotEnoughSpace(self.final.name, str(self.final.parent), size, shutil.disk_usage(self.final.parent).free) from None
+                free = shutil.disk_usage(self.final.parent).free
+                raise NotEnoughSpace(self.final.name, str(self.final.parent), size, free) from None
             if exc.errno not in (22, 95):  # EINVAL/EOPNOTSUPP: no fallocate on this filesystem; ftruncate is enough
                 raise
             return False

@@ -9,21 +9,23 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _journal as journal
 from .config import MiB, Settings
 from ._engine import Download, preflight
-from .errors import (DownloadError, IntegrityError, LeaseTimeout, ModelFetchError, NoSource, NotEnoughSpace,
-                     OfflineError, SourceNotFound, human_bytes, os_error)
+from .errors import (DownloadCancelled, DownloadError, HostUnreachable, IntegrityError, LeaseTimeout, ModelFetchError,
+                     NoSource, NotEnoughSpace, OfflineError, SourceNotFound, human_bytes, os_error)
 from ._hashing import sha256_file
 from ._lease import Lease
 from ._manifest import WORKFLOW_ORIGIN, ModelEntry
 from ._progress import FileProgress, PerFileThrottle
-from ._transports import is_network, transport_for
+from ._transport_factory import transport_for
+from ._transports import is_network
 from ._store import Store, journal_path, part_path, writable
 
 log = logging.getLogger(__name__)
@@ -55,11 +57,13 @@ def _noop(_: FileProgress) -> None:
 
 
 class Fetcher:
-    """Ensures entries in one store with one configuration."""
+    """Ensures entries in one store with one configuration; setting ``cancel`` stops its downloads
+    (``DownloadCancelled``, each ``.part`` kept for a later resume)."""
 
     def __init__(self, store: Store, settings: Settings, on_progress: OnProgress | None = None,
-                 after_place: AfterPlace | None = None) -> None:
+                 after_place: AfterPlace | None = None, cancel: threading.Event | None = None) -> None:
         self.store, self.settings = store, settings
+        self.cancel = cancel or threading.Event()
         self.emit: OnProgress = PerFileThrottle(on_progress) if on_progress is not None else _noop
         self.after_place = after_place
 
@@ -74,7 +78,8 @@ class Fetcher:
             return Fetched(entry, path, stamp.sha256, "present")
         total = os.stat(path).st_size
         self.emit(FileProgress(entry.name, entry.directory, "verify", 0, total))
-        digest = sha256_file(path, on_bytes=lambda done: self.emit(FileProgress(entry.name, entry.directory, "verify", done, total)))
+        digest = sha256_file(
+            path, on_bytes=lambda done: self.emit(FileProgress(entry.name, entry.directory, "verify", done, total)))
         if entry.sha256 and digest != entry.sha256:
             bad = path.with_name(path.name + f".corrupt-{int(time.time())}")
             os.replace(path, bad)
@@ -126,11 +131,14 @@ class Fetcher:
         redirect target (https, public addresses): None when ``url`` itself breaks those rules."""
         if entry.origin != WORKFLOW_ORIGIN or url != entry.url or self.settings.url_guard is not None:
             return self.settings
-        from ._urlguard import UrlRefused, request_guard
+        from ._reach import unreachable
+        from ._urlguard import HostUnresolved, UrlRefused, request_guard
 
         guard = request_guard(self.settings.allow_private_urls)
         try:
             guard(url)
+        except HostUnresolved:
+            raise unreachable(url, "does not resolve", self.settings.first_byte_timeout, hub=False) from None
         except UrlRefused as exc:
             log.warning("%s: %s", entry.name, exc)
             return None
@@ -145,20 +153,26 @@ class Fetcher:
         expected = self._expected_sha(entry)
         failures: list[ModelFetchError] = []
         for i, url in enumerate(sources):
+            if self.cancel.is_set():
+                raise DownloadCancelled(entry.name)
             is_origin = url == entry.url
-            settings = self._settings_for(entry, url)
+            try:
+                settings = self._settings_for(entry, url)
+            except HostUnreachable as exc:
+                failures.append(exc)
+                continue
             if settings is None:
                 failures.append(SourceNotFound(f"{entry.describe()}: {url} is refused for a workflow source"))
                 continue
             transport = transport_for(url, settings)
             attempts = 1 + (self.settings.integrity_retries if is_origin else 0)
-            for attempt in range(attempts):
-                def on_bytes(_n: int, done: int, total: int | None, label=transport.label) -> None:
+            for _attempt in range(attempts):
+                def on_bytes(_n: int, done: int, total: int | None, label: str = transport.label) -> None:
                     self.emit(FileProgress(entry.name, entry.directory, "download", done, total, source=label))
 
                 dl = Download(transport, final, settings, expected_sha256=expected, expected_size=entry.size,
                               on_bytes=on_bytes, should_stop=lambda: lease.lost,
-                              probe_attempts=None if is_origin else 2)
+                              probe_attempts=None if is_origin else 2, cancelled=self.cancel.is_set)
                 try:
                     result = dl.run()
                 except IntegrityError as exc:
@@ -181,7 +195,8 @@ class Fetcher:
                 if self.after_place is not None:
                     self.after_place(entry, result.path, result.sha256, url, result.verified)
                 return Fetched(entry, result.path, result.sha256, "downloaded", transport.label, dl.fetched)
-        if len(failures) == 1 or all(isinstance(f, IntegrityError) for f in failures):
+        if len(failures) == 1 or all(isinstance(f, IntegrityError) for f in failures) \
+                or all(isinstance(f, HostUnreachable) for f in failures):
             raise failures[-1]
         raise DownloadError(f"{entry.describe()}: every source failed: " + "; ".join(str(f) for f in failures))
 
@@ -250,6 +265,8 @@ class Fetcher:
                     result.action = "waited"
                 return result
             waited = True
+            if self.cancel.is_set():
+                raise DownloadCancelled(entry.name)
             final = self._place(entry)
             lease = self._lease_for(final)
             self._wait_report(entry, final, lease)
@@ -283,7 +300,7 @@ class Fetcher:
 
 
 @contextlib.contextmanager
-def _os_errors():
+def _os_errors() -> Iterator[None]:
     """A folder that cannot be written (read-only volume, permissions) becomes ``StorageError``, naming it."""
     try:
         yield
@@ -304,7 +321,7 @@ def _free(folder: Path) -> int:
 
 
 @contextlib.contextmanager
-def _space_errors(entry: ModelEntry, final: Path, headroom: int):
+def _space_errors(entry: ModelEntry, final: Path, headroom: int) -> Iterator[None]:
     """The filesystem filled up after the preflight (another writer): any write failing with ENOSPC/EDQUOT
     (chunk journal, lease, stamp) becomes NotEnoughSpace, one clear error; a ``.part`` stays resumable."""
     try:
@@ -319,8 +336,9 @@ def _space_errors(entry: ModelEntry, final: Path, headroom: int):
 
 
 def ensure_entries(entries: Iterable[ModelEntry], store: Store, settings: Settings,
-                   on_progress: OnProgress | None = None, after_place: AfterPlace | None = None) -> EnsureReport:
-    return Fetcher(store, settings, on_progress, after_place).ensure(entries)
+                   on_progress: OnProgress | None = None, after_place: AfterPlace | None = None,
+                   cancel: threading.Event | None = None) -> EnsureReport:
+    return Fetcher(store, settings, on_progress, after_place, cancel).ensure(entries)
 
 
 __all__ = ["Fetcher", "Fetched", "EnsureReport", "ensure_entries", "ModelFetchError"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # canonical folder -> every directory ComfyUI 0.8.0 searches for it (first is where we write)
 FOLDERS: dict[str, tuple[str, ...]] = {
     "diffusion_models": ("diffusion_models", "unet"),
@@ -70,3 +72,11 @@ def unknown_folder_hint(folder: str) -> str | None:
     hint = f"did you mean '{close[0]}'? " if close else ""
     return (f"{folder!r} is not a folder ComfyUI searches (names are case-sensitive): {hint}"
             f"use one of {', '.join(COMFYUI_FOLDERS)}")
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False also for a name the filesystem cannot hold (too long: a name from a job)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

@@ -15,8 +15,8 @@ BUF = 8 * 1024 * 1024
 def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
     """Hash ``path``; a reader thread fills buffers while this thread hashes (hashlib releases the GIL)."""
     sha = hashlib.sha256()
-    free: Queue = Queue()
-    full: Queue = Queue()
+    free: Queue[bytearray] = Queue()
+    full: Queue[tuple[bytearray, int]] = Queue()
     for _ in range(3):
         free.put(bytearray(BUF))
     error: list[BaseException] = []
@@ -36,7 +36,7 @@ def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> st
                         return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             error.append(exc)
-            full.put((None, 0))
+            full.put((bytearray(), 0))
 
     t = threading.Thread(target=reader, name="sha256-reader", daemon=True)
     t.start()

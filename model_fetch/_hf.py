@@ -38,11 +38,11 @@ def parse_hf_url(url: str, endpoint: str) -> HfFile | None:
             return None
         repo, _, revision = parts[1].partition("@")
         return HfFile(repo_id=f"{parts[0]}/{repo}", revision=revision or "main", filename="/".join(parts[2:]))
-    parts = urlsplit(url)
+    split = urlsplit(url)
     endpoint_host = urlsplit(endpoint).netloc
-    if parts.netloc not in HUB_HOSTS | {endpoint_host}:
+    if split.netloc not in HUB_HOSTS | {endpoint_host}:
         return None
-    m = re.match(r"^/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", parts.path)
+    m = re.match(r"^/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", split.path)
     if not m:
         return None
     repo_type = {"datasets": "dataset", "spaces": "space"}.get(m.group(1) or "")

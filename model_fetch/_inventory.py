@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import _journal as journal
 from ._comfy_folders import ComfyFolders
@@ -26,7 +27,7 @@ class FileStatus:
     tiers: list[str] = field(default_factory=list)
     comfyui: bool = False  # found in ComfyUI's own folders (``--comfyui-dir``), not in a models root
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"name": self.entry.name, "directory": self.entry.directory, "state": self.state,
                 "path": str(self.path) if self.path else None, "size": self.size, "done": self.done,
                 "sha256": self.sha256, "holder": self.holder, "tiers": self.tiers, "comfyui": self.comfyui}
@@ -58,7 +59,7 @@ def file_status(entry: ModelEntry, store: Store, lease_ttl: float = 30.0) -> Fil
         active = holder is not None and not lease.is_stale(holder)
         return FileStatus(entry, "downloading" if active else "partial", part,
                           header.size if header else entry.size, journal.done_bytes(header, done, partial) if header else 0,
-                          holder=f"{holder.host}:{holder.pid}" if active else None)
+                          holder=f"{holder.host}:{holder.pid}" if active and holder is not None else None)
     return FileStatus(entry, "missing", None, entry.size)
 
 
@@ -93,7 +94,7 @@ def status(manifest: Manifest, store: Store, settings: Settings | None = None, r
         if found is not None:
             size = found.stat().st_size
             files[i] = f = FileStatus(f.entry, "present", found, size, size, comfyui=True)
-        elif f.tiers:
+        elif f.tiers and f.path is not None:
             root = store.root_of(f.path)
             f.tiers = ["volume" if root == settings.volume_dir.absolute() else "local"]
         if remote:

@@ -11,12 +11,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
-if TYPE_CHECKING:
-    from typing import Any
-
 from .errors import ManifestError
 from ._folders import canonical, unknown_folder_hint
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 DEFAULT_MANIFEST = Path(__file__).with_name("default_manifest.json")
 URL_SCHEMES = ("http://", "https://", "hf://", "file://", "s3://")
@@ -71,7 +72,8 @@ def parse_entry(raw: Any, where: str, index: int) -> ModelEntry:
     name = check_name(raw.get("name"), where, label)
     directory = raw.get("directory")
     if not isinstance(directory, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", directory.strip()):
-        raise ManifestError(where, f"'directory' must be a ComfyUI folder name such as diffusion_models, got {directory!r}", label)
+        raise ManifestError(
+            where, f"'directory' must be a ComfyUI folder name such as diffusion_models, got {directory!r}", label)
     hint = unknown_folder_hint(directory)
     if hint:
         raise ManifestError(where, f"'directory' {hint}", label)
@@ -121,7 +123,7 @@ class Manifest:
         matches = [e for (_, n), e in self.entries.items() if n == name]
         return matches[0] if len(matches) == 1 else None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ModelEntry]:
         return iter(self.entries.values())
 
     def __len__(self) -> int:
@@ -172,20 +174,3 @@ def load_manifest(paths: list[Path] | tuple[Path, ...] = (), include_default: bo
     for path in ([DEFAULT_MANIFEST] if include_default else []) + [Path(p) for p in paths]:
         merged.merge(read_manifest(path))
     return merged
-
-
-def dump_entries(entries: list[ModelEntry]) -> list[dict]:
-    """Entries back to the manifest/JSON shape."""
-    out = []
-    for e in entries:
-        d: dict[str, Any] = {"name": e.name, "directory": e.directory}
-        if e.url:
-            d["url"] = e.url
-        if e.sha256:
-            d["hash"], d["hash_type"] = e.sha256, "sha256"
-        if e.size is not None:
-            d["size"] = e.size
-        if e.mirrors:
-            d["mirrors"] = list(e.mirrors)
-        out.append(d)
-    return out

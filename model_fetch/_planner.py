@@ -1,7 +1,8 @@
 """Which model files a ComfyUI workflow needs, where they go, and where they come from.
 
 UI-format graphs: ``properties.models`` of each active node (modes 2 muted and 4 bypassed are
-skipped, subgraph nodes included), the model names in known loaders' widgets, and the top-level
+skipped, subgraph nodes included; a known loader's entries only for the names its widgets hold),
+the model names in known loaders' widgets, and the top-level
 ``models`` list. API-format graphs: the file inputs of known loader nodes (``folders.LOADER_INPUTS``).
 Each need resolves against the store (already present), the manifest, then the workflow's own
 metadata; a need with none of these is an ``UnknownModelError`` naming file and folder.
@@ -61,13 +62,13 @@ class Plan:
         """Entries to ensure (every item with a known source that ComfyUI does not already have)."""
         return [i.entry for i in self.items if i.entry is not None and not i.outside_store]
 
-    def as_dict(self) -> list[dict]:
+    def as_dict(self) -> list[dict[str, Any]]:
         return [{"name": i.name, "directory": i.directory, "present": i.present,
                  "path": str(i.path) if i.path else None, "url": i.entry.url if i.entry else None,
                  "nodes": i.nodes, "comfyui": i.outside_store} for i in self.items]
 
 
-def read_workflow(source: dict | str | Path) -> dict:
+def read_workflow(source: dict[str, Any] | str | Path) -> dict[str, Any]:
     if isinstance(source, dict):
         return source
     path = Path(source)
@@ -82,11 +83,11 @@ def read_workflow(source: dict | str | Path) -> dict:
     return data
 
 
-def is_ui_format(graph: dict) -> bool:
+def is_ui_format(graph: dict[str, Any]) -> bool:
     return isinstance(graph.get("nodes"), list)
 
 
-def _add(needs: dict, name: Any, directory: str, node: str, embedded: ModelEntry | None = None) -> None:
+def _add(needs: dict[tuple[str, str], Need], name: Any, directory: str, node: str, embedded: ModelEntry | None = None) -> None:
     if not isinstance(name, str) or name in NOT_FILES:
         return
     key = (canonical(directory), name)
@@ -104,7 +105,7 @@ def _embedded(raw: Any, where: str) -> ModelEntry | None:
         return None
 
 
-def _ui_nodes(graph: dict) -> list[dict]:
+def _ui_nodes(graph: dict[str, Any]) -> list[dict[str, Any]]:
     nodes = [n for n in graph.get("nodes") or [] if isinstance(n, dict)]
     for sub in ((graph.get("definitions") or {}).get("subgraphs") or []):
         if isinstance(sub, dict):
@@ -112,9 +113,9 @@ def _ui_nodes(graph: dict) -> list[dict]:
     return nodes
 
 
-def needs_of_ui(graph: dict, where: str = "workflow") -> dict[tuple[str, str], Need]:
+def needs_of_ui(graph: dict[str, Any], where: str = "workflow") -> dict[tuple[str, str], Need]:
     needs: dict[tuple[str, str], Need] = {}
-    skipped_names: set[str] = set()
+    skipped_names: set[Any] = set()  # raw widget values and model names of muted/bypassed nodes
     for node in _ui_nodes(graph):
         node_id = str(node.get("id", "?"))
         models = (node.get("properties") or {}).get("models") or []
@@ -128,9 +129,11 @@ def needs_of_ui(graph: dict, where: str = "workflow") -> dict[tuple[str, str], N
         if node.get("mode") in SKIPPED_MODES:
             skipped_names |= {m.get("name") for m in models if isinstance(m, dict)} | {v for v, _ in names}
             continue
+        used = {v for v, _ in names if isinstance(v, str)}
         for raw in models:
             entry = _embedded(raw, f"{where} node {node_id}")
-            if entry is not None:
+            # a known loader uses only what its widgets name: metadata of a model it no longer names is stale
+            if entry is not None and (not used or entry.name in used):
                 _add(needs, entry.name, entry.directory, node_id, entry)
         for value, folder in names:
             _add(needs, value, folder, node_id)
@@ -144,7 +147,7 @@ def needs_of_ui(graph: dict, where: str = "workflow") -> dict[tuple[str, str], N
     return needs
 
 
-def needs_of_api(graph: dict) -> dict[tuple[str, str], Need]:
+def needs_of_api(graph: dict[str, Any]) -> dict[tuple[str, str], Need]:
     needs: dict[tuple[str, str], Need] = {}
     for node_id, node in graph.items():
         if not isinstance(node, dict):
@@ -154,7 +157,7 @@ def needs_of_api(graph: dict) -> dict[tuple[str, str], Need]:
     return needs
 
 
-def needs_of(workflow: dict | str | Path) -> list[Need]:
+def needs_of(workflow: dict[str, Any] | str | Path) -> list[Need]:
     graph = read_workflow(workflow)
     where = str(workflow) if not isinstance(workflow, dict) else "workflow"
     if "prompt" in graph and isinstance(graph["prompt"], dict) and not is_ui_format(graph):
@@ -166,7 +169,7 @@ def needs_of(workflow: dict | str | Path) -> list[Need]:
     raise WorkflowError(f"{where}: neither a UI-format graph (nodes, links) nor an API-format graph (class_type per node)")
 
 
-def plan_workflow(workflow: dict | str | Path, manifest: Manifest, store: Store,
+def plan_workflow(workflow: dict[str, Any] | str | Path, manifest: Manifest, store: Store,
                   comfy: ComfyFolders | None = None, settings: Settings | None = None) -> Plan:
     """Resolve every need against the store, then ComfyUI's own folders (``comfy``); raise
     UnknownModelError for files no one has and no source knows, and SourceRefused for a missing file
@@ -184,7 +187,7 @@ def plan_workflow(workflow: dict | str | Path, manifest: Manifest, store: Store,
             outside = path is not None or comfy.lists(need.name, need.directory)
         if path is None and not outside and (entry is None or not entry.sources):
             unknown.append((need.name, need.directory))
-        elif path is None and not outside and entry.origin == WORKFLOW_ORIGIN:
+        elif path is None and not outside and entry is not None and entry.origin == WORKFLOW_ORIGIN:
             try:
                 check_embedded_url(entry.url, need.name, need.directory, settings.allowed_hosts,
                                    settings.allow_private_urls)

@@ -1,7 +1,10 @@
-"""Progress events: model_fetch emits ``FileProgress``; the CLI, the worker and the node pack only render them.
+"""Progress events: model_fetch emits ``FileProgress``; the CLI, the worker and the node pack render them.
 
-``PerFileThrottle`` is the one place events are thinned: per file, a phase change and the final
+``PerFileThrottle`` thins them at the source: per file, a phase change and the final
 ``present``/``done`` event always pass; repeats of a phase pass at most every ``interval`` seconds.
+Two renderers thin again for their medium, with the same rule (a new phase always passes): the
+worker's ``ProgressReporter`` (RunPod's progress channel, every 2 s) and the CLI's ``PlainLines``
+(a line per 10 % or 5 s when stderr is not a terminal).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 PHASES = ("present", "verify", "wait", "download", "done")
 FINAL = ("present", "done")
@@ -31,7 +35,7 @@ class FileProgress:
     def fraction(self) -> float | None:
         return None if not self.total else min(1.0, self.done / self.total)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TextIO
 
 from .errors import human_bytes
 from ._progress import FileProgress
@@ -15,7 +16,7 @@ from ._progress import FileProgress
 class PlainLines:
     """One line per phase change, then at most one per 10% or 5 seconds per file."""
 
-    def __init__(self, stream=sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.state: dict[str, tuple[str, float, float]] = {}
         self.lock = threading.Lock()
@@ -36,7 +37,7 @@ class PlainLines:
 
 
 @contextlib.contextmanager
-def progress_renderer(enabled: bool = True, stream=sys.stderr) -> Iterator[Callable[[FileProgress], None]]:
+def progress_renderer(enabled: bool = True, stream: TextIO = sys.stderr) -> Iterator[Callable[[FileProgress], None]]:
     if not enabled:
         yield lambda p: None
         return
@@ -44,12 +45,12 @@ def progress_renderer(enabled: bool = True, stream=sys.stderr) -> Iterator[Calla
         yield PlainLines(stream)
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress as Bars, TextColumn, TimeRemainingColumn,
+    from rich.progress import (BarColumn, DownloadColumn, Progress as Bars, TaskID, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
     bars = Bars(TextColumn("{task.fields[phase]:<8} {task.description}"), BarColumn(), DownloadColumn(),
                 TransferSpeedColumn(), TimeRemainingColumn(), console=Console(file=stream), transient=False)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
     lock = threading.Lock()
 
     def update(p: FileProgress) -> None:

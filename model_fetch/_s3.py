@@ -10,9 +10,12 @@ Credentials and presigned URLs are never logged.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Settings
@@ -35,18 +38,52 @@ def split_url(url: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
-def make_client(settings: Settings, max_pool: int = 10):
-    """A boto3 S3 client for the configured endpoint; retries are ours, not botocore's."""
+VIRTUAL_HOST = re.compile(r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\.(s3[.-].+)$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What ``BUCKET_ENDPOINT_URL`` says: the service URL boto3 is given, the bucket the URL names (if
+    any), whether requests address the bucket by host name (virtual-hosted) and the region it names."""
+
+    url: str | None
+    bucket: str | None = None
+    virtual: bool = False
+    region: str | None = None
+
+
+def parse_endpoint(url: str | None) -> Endpoint:
+    """Split an endpoint URL as RunPod users write it: virtual-hosted
+    (``https://BUCKET.s3.REGION.amazonaws.com``: the bucket leaves the host, requests go to
+    ``BUCKET.<service host>``) or path-style (``https://HOST[/BUCKET]``: the bucket leaves the path).
+    Either way an object key is exactly the key asked for, never prefixed with the bucket."""
+    if not url:
+        return Endpoint(None)
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = f":{parts.port}" if parts.port else ""
+    region_match = re.search(r"(?:^|\.)s3[.-]([a-z0-9-]+)\.", host)
+    region = region_match.group(1) if region_match and region_match.group(1) != "amazonaws" else None
+    virtual = VIRTUAL_HOST.match(host)
+    if virtual:
+        return Endpoint(f"{parts.scheme}://{virtual.group(2)}{port}", virtual.group(1), True, region)
+    path = parts.path.strip("/")
+    return Endpoint(f"{parts.scheme}://{parts.netloc}", path.split("/")[0] if path else None, False, region)
+
+
+def make_client(settings: Settings, max_pool: int = 10) -> Any:  # boto3 ships no types
+    """A boto3 S3 client for the configured endpoint (``parse_endpoint``); retries are ours, not botocore's."""
     import boto3
     from botocore.config import Config
 
+    endpoint = parse_endpoint(settings.s3_endpoint_url)
+    style = {"addressing_style": "virtual" if endpoint.virtual else "path"} if endpoint.url else {}
     config = Config(signature_version="s3v4", max_pool_connections=max_pool,
                     retries={"max_attempts": 1, "mode": "standard"},
-                    connect_timeout=settings.connect_timeout, read_timeout=settings.stall_timeout,
-                    s3={"addressing_style": "path"} if settings.s3_endpoint_url else {})
-    kwargs = {"config": config, "region_name": settings.s3_region or "us-east-1"}
-    if settings.s3_endpoint_url:
-        kwargs["endpoint_url"] = settings.s3_endpoint_url
+                    connect_timeout=settings.connect_timeout, read_timeout=settings.stall_timeout, s3=style)
+    kwargs = {"config": config, "region_name": settings.s3_region or endpoint.region or "us-east-1"}
+    if endpoint.url:
+        kwargs["endpoint_url"] = endpoint.url
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         kwargs["aws_access_key_id"] = settings.s3_access_key_id
         kwargs["aws_secret_access_key"] = settings.s3_secret_access_key
@@ -108,12 +145,12 @@ def mirror_url(base: str, entry: ModelEntry) -> str:
     return f"s3://{bucket}/{prefix + '/' if prefix else ''}{entry.directory}/{entry.name}"
 
 
-def upload(client, path: Path, url: str, sha256: str | None = None, content_type: str | None = None) -> None:
+def upload(client: Any, path: Path, url: str, sha256: str | None = None, content_type: str | None = None) -> None:
     """Multipart upload (boto3's transfer manager) with the sha256 in the object metadata."""
     from boto3.s3.transfer import TransferConfig
 
     bucket, key = split_url(url)
-    extra: dict = {}
+    extra: dict[str, Any] = {}
     if sha256:
         extra["Metadata"] = {"sha256": sha256}
     if content_type:
@@ -129,7 +166,7 @@ class WritebackUploader:
         self.settings = settings
         self.base = settings.mirror_writeback or ""
         self.threads: list[threading.Thread] = []
-        self.results: list[dict] = []
+        self.results: list[dict[str, Any]] = []
 
     def target(self, entry: ModelEntry) -> str:
         explicit = [m for m in entry.mirrors if m.startswith("s3://")]
@@ -155,7 +192,7 @@ class WritebackUploader:
             self.results.append({"name": entry.name, "url": target, "state": "failed", "error": type(exc).__name__})
             log.warning("%s: write-back to %s failed (%s); the job is not affected", entry.name, target, type(exc).__name__)
 
-    def wait(self, timeout: float | None = None) -> list[dict]:
+    def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
         for t in self.threads:
             t.join(timeout)
         return self.results
@@ -167,7 +204,7 @@ def writeback_hook(settings: Settings) -> WritebackUploader | None:
     return WritebackUploader(settings) if settings.mirror_writeback else None
 
 
-def push(entries: list[ModelEntry], store: Store, settings: Settings, base: str) -> list[dict]:
+def push(entries: list[ModelEntry], store: Store, settings: Settings, base: str) -> list[dict[str, Any]]:
     """Seed a mirror from the local store: upload present, stamped files not already there with that sha256."""
     client = make_client(settings)
     results = []

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import StorageError
-from ._folders import FOLDERS, canonical, search_dirs
+from ._folders import FOLDERS, canonical, is_file, search_dirs
 from ._manifest import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Store:
         for root in self.roots:
             for d in search_dirs(entry.directory):
                 path = root / d / entry.name
-                if path.is_file():
+                if is_file(path):
                     return path
         return None
 

@@ -1,5 +1,5 @@
 """Byte sources the engine reads ranges from: HTTP(S) and ``file://`` here; Hugging Face in ``_hf.py``, S3 in ``_s3.py``;
-``transport_for`` picks one for a URL.
+``_transport_factory.transport_for`` picks one for a URL (so this base module imports neither).
 
 A transport answers ``probe()`` (size, range support, identity, declared sha256) and
 ``read(start, end)`` (an iterator of byte blocks). It raises ``Transient`` for what a retry may
@@ -121,14 +121,15 @@ class HttpTransport:
             self._local.session = s
         return s
 
-    def _check_redirect(self, resp: requests.Response, *args, **kwargs) -> None:
+    def _check_redirect(self, resp: requests.Response, *args: object, **kwargs: object) -> None:
         """Apply ``settings.url_guard`` to a redirect target before it is followed (untrusted sources)."""
-        if resp.is_redirect:
+        guard = self.settings.url_guard
+        if resp.is_redirect and guard is not None:
             from ._urlguard import UrlRefused
 
             target = urljoin(resp.url, resp.headers.get("Location", ""))
             try:
-                self.settings.url_guard(target)
+                guard(target)
             except UrlRefused as exc:
                 resp.close()
                 raise SourceNotFound(f"{self.label} redirects to {redact(target)}, refused: {exc}") from None
@@ -236,7 +237,7 @@ class HttpTransport:
                 n = fp.readinto(buf if remaining is None else buf[: min(len(buf), remaining)])
                 view = buf[:n]
             else:
-                n = fp.readinto(target[off:off + min(BLOCK, remaining)])
+                n = fp.readinto(target[off:off + (BLOCK if remaining is None else min(BLOCK, remaining))])
                 view = target[off:off + n]
                 off += n
             if not n:
@@ -249,7 +250,7 @@ class HttpTransport:
 def keep_alive(resp: requests.Response) -> None:
     """Hand a fully read response's connection back to the session's pool (requests would close it, the
     body having been read around it), so the next range reuses the TCP (and TLS) connection."""
-    resp._content_consumed = True
+    resp._content_consumed = True  # type: ignore[attr-defined]  # requests' private flag, absent from its stubs
     resp.raw.release_conn()
 
 
@@ -292,23 +293,3 @@ class FileTransport:
 def is_network(url: str) -> bool:
     """False only for ``file://`` sources, which offline mode may still use."""
     return not url.startswith("file://")
-
-
-def transport_for(url: str, settings: Settings) -> Transport:
-    """The transport that reads ``url``: s3://, file://, Hugging Face, plain http(s)."""
-    if url.startswith("s3://"):
-        from ._s3 import S3Transport
-
-        return S3Transport(url, settings)
-    if url.startswith("file://"):
-        return FileTransport(url)
-    from ._hf import HfTransport, parse_hf_url
-
-    hf_file = parse_hf_url(url, settings.hf_endpoint)
-    if hf_file is not None:
-        return HfTransport(hf_file, settings)
-    if url.startswith(("http://", "https://")):
-        return HttpTransport(url, settings)
-    from .errors import ManifestError
-
-    raise ManifestError(url, "unsupported source scheme")

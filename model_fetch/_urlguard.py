@@ -11,7 +11,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
+
+from .errors import UrlRefused
+
+__all__ = ["UrlRefused", "check_public_host", "check_embedded_url", "request_guard", "host_allowed"]
 
 #: Suffixes an embedded URL may deliver into any folder: formats without code in them.
 SAFE_SUFFIXES = (".safetensors", ".sft", ".gguf")
@@ -22,8 +27,12 @@ PICKLE_SAFE_FOLDERS = frozenset({"checkpoints", "diffusion_models", "text_encode
                                  "upscale_models", "embeddings", "controlnet"})
 
 
-class UrlRefused(ValueError):
-    """A URL (or the file it names) breaks a rule; the message names the rule."""
+class HostUnresolved(UrlRefused):
+    """The host name does not resolve (no DNS, no network): not a rule broken, a network failure."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"host {host!r} cannot be resolved")
+        self.host = host
 
 
 def check_public_host(host: str, port: int | None) -> None:
@@ -31,14 +40,14 @@ def check_public_host(host: str, port: int | None) -> None:
     try:
         infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
-        raise UrlRefused(f"host {host!r} cannot be resolved") from None
+        raise HostUnresolved(host) from None
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not ip.is_global or ip.is_multicast:
             raise UrlRefused(f"URL points at a non-public address ({ip}); refused")
 
 
-def request_guard(allow_private: bool = False):
+def request_guard(allow_private: bool = False) -> Callable[[str], None]:
     """A check for each request and redirect target of a workflow source: https, public addresses.
 
     The allow-list applies to the URL the workflow names, not to where its host redirects (the Hub
@@ -56,6 +65,20 @@ def request_guard(allow_private: bool = False):
     return guard
 
 
+def check_literal_host(host: str) -> None:
+    """Refuse a host that is a non-public IP literal or ``localhost``, without resolving anything (a name's
+    addresses are checked when it is fetched, by ``request_guard``)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        raise UrlRefused("URL points at localhost; refused")
+    try:
+        ip = ipaddress.ip_address(name.strip("[]").split("%")[0])
+    except ValueError:
+        return
+    if not ip.is_global or ip.is_multicast:
+        raise UrlRefused(f"URL points at a non-public address ({ip}); refused")
+
+
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     host = host.lower().rstrip(".")
     return any(host == a or host.endswith("." + a) for a in allowed)
@@ -63,7 +86,8 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 def check_embedded_url(url: object, name: str, directory: str, allowed: tuple[str, ...],
                        allow_private: bool = False) -> str:
-    """The URL, when a model URL embedded in a workflow may be fetched; else UrlRefused naming the rule."""
+    """The URL, when a model URL embedded in a workflow may be fetched; else UrlRefused naming the rule.
+    No DNS: planning works offline; the host's addresses are checked when the file is fetched."""
     if not isinstance(url, str) or not url:
         raise UrlRefused("the workflow gives no URL")
     parts = urlsplit(url)
@@ -81,5 +105,5 @@ def check_embedded_url(url: object, name: str, directory: str, allowed: tuple[st
     if suffix not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
         raise UrlRefused(f"only {', '.join(SAFE_SUFFIXES + PICKLE_SUFFIXES)} files are fetched from workflows")
     if not allow_private:
-        check_public_host(parts.hostname, parts.port)
+        check_literal_host(parts.hostname)
     return url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._hashing import sha256_file
 from ._manifest import ModelEntry
@@ -18,7 +19,7 @@ class VerifyResult:
     sha256: str | None = None
     expected: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"name": self.entry.name, "directory": self.entry.directory, "state": self.state,
                 "path": str(self.path) if self.path else None, "sha256": self.sha256, "expected": self.expected}
 

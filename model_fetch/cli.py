@@ -13,13 +13,18 @@ import logging
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import defaults
 from .config import Settings
 from .errors import (IntegrityError, ModelFetchError, SettingError, UnknownModelError, UsageError, human_bytes,
                      os_error)
 from ._manifest import Manifest, ModelEntry, load_manifest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._comfy_folders import ComfyFolders
 from ._store import Store
 
 
@@ -48,7 +53,9 @@ class _Parser(argparse.ArgumentParser):
 def hoist_verb_options(argv: list[str]) -> list[str]:
     """``model-fetch --workflow x.json plan`` as ``model-fetch plan --workflow x.json``: a verb's own options
     given before the verb move after it (the verb's parser then accepts or refuses them)."""
-    moved, before, i = [], [], 0
+    moved: list[str] = []
+    before: list[str] = []
+    i = 0
     while i < len(argv):
         token = argv[i]
         name = token.split("=", 1)[0]
@@ -60,7 +67,7 @@ def hoist_verb_options(argv: list[str]) -> list[str]:
     return argv
 
 
-def _common(late: bool) -> argparse.ArgumentParser:
+def _common(late: bool) -> _Parser:
     """Options every verb takes. ``late``: the copy after VERB, which must not overwrite earlier values."""
     common = _Parser(add_help=False)
     d = (lambda value: argparse.SUPPRESS) if late else (lambda value: value)
@@ -140,7 +147,7 @@ def _merge_late(args: argparse.Namespace) -> argparse.Namespace:
 
 def _settings(args: argparse.Namespace) -> Settings:
     s = Settings.from_env()
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     if args.manifest:
         changes["manifests"] = list(s.manifests) + args.manifest
     if args.no_default_manifest:
@@ -185,12 +192,13 @@ class UnknownName(UnknownModelError):
 class Mismatch(IntegrityError):
     """``verify``: files on disk whose sha256 is not the expected one."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], files: dict[str, Any]) -> None:
         ModelFetchError.__init__(self, f"sha256 mismatch: {', '.join(names)} (run `model-fetch pull` to replace)")
         self.name, self.expected, self.actual = ", ".join(names), "", ""
+        self.answer_extra = files  # with --json the one document holds the files too
 
 
-def _comfy_folders(args: argparse.Namespace, settings: Settings):
+def _comfy_folders(args: argparse.Namespace, settings: Settings) -> ComfyFolders | None:
     """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
     from ._comfy_folders import ComfyFolders
 
@@ -204,7 +212,7 @@ def _comfy_folders(args: argparse.Namespace, settings: Settings):
     return ComfyFolders.of_install(directory)
 
 
-def _emit(args, data, human: str) -> None:
+def _emit(args: argparse.Namespace, data: object, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
 
 
@@ -244,7 +252,8 @@ def cmd_plan(c: Context) -> int:
     from ._planner import plan_workflow
 
     p = plan_workflow(c.args.workflow, c.manifest, c.store, _comfy_folders(c.args, c.settings), c.settings)
-    lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}" + ("" if i.present else f"  <- {i.entry.url}")
+    lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}"
+             + ("" if i.present else f"  <- {i.entry.url if i.entry else 'no source'}")
              + (f"  (ComfyUI: {i.path or 'listed'})" if i.outside_store else "") for i in p.items]
     _emit(c.args, {"workflow": str(c.args.workflow), "files": p.as_dict()}, "\n".join(lines))
     return 0
@@ -286,9 +295,7 @@ def cmd_verify(c: Context) -> int:
     if not (bad and c.args.json):  # with --json a mismatch answers one document: the files and the error
         _emit(c.args, data, "\n".join(f"{r.state:<9} {r.entry.directory}/{r.entry.name}" for r in results))
     if bad:
-        exc = Mismatch([r.entry.name for r in bad])
-        exc.answer_extra = data
-        raise exc
+        raise Mismatch([r.entry.name for r in bad], data)
     return 0
 
 
@@ -338,7 +345,8 @@ def cmd_push(c: Context) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the verb ``args`` names (its ``cmd_*`` function)."""
-    return args.func(Context.of(args))
+    func: Callable[[Context], int] = args.func
+    return func(Context.of(args))
 
 
 def _fail(exc: ModelFetchError, as_json: bool) -> int:

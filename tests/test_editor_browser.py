@@ -167,3 +167,41 @@ def test_open_shipped_workflow_press_run_get_video(editor):
     assert found, item
     probe = graphs.probe_video(found[0])
     assert (probe["frames"], probe["width"], probe["height"]) == (9, 64, 48)
+
+
+def refused_workflow(path: Path) -> Path:
+    """Two UNET loaders and a VAE loader whose models only the workflow names, at http:// URLs (refused)."""
+    models = {"diffusion_models": "refused_unet.safetensors", "vae": "refused_vae.safetensors"}
+    nodes = [{"id": i, "type": kind, "pos": [100, 150 * i], "size": [300, 80], "mode": 0, "flags": {}, "order": i,
+              "inputs": [], "outputs": [], "widgets_values": widgets,
+              "properties": {"models": [{"name": models[folder], "directory": folder,
+                                         "url": f"http://127.0.0.1:9/{models[folder]}"}]}}
+             for i, (kind, folder, widgets) in enumerate([("UNETLoader", "diffusion_models", [models["diffusion_models"], "default"]),
+                                                           ("UNETLoader", "diffusion_models", [models["diffusion_models"], "default"]),
+                                                           ("VAELoader", "vae", [models["vae"]])], start=1)]
+    path.write_text(json.dumps({"last_node_id": 3, "last_link_id": 0, "nodes": nodes, "links": [], "groups": [],
+                                "config": {}, "extra": {}, "version": 0.4}))
+    return path
+
+
+def test_a_refused_model_url_is_shown_once(editor, tmp_path):
+    """The editor's error dialog (``PromptExecutionError``) lists each refusal once; every loader is marked."""
+    page = editor.page
+    page.goto(editor.comfy.url)
+    page.wait_for_function("window.app && window.app.graph && document.querySelector('#comfy-file-input')",
+                           timeout=120_000)
+    page.set_input_files("#comfy-file-input", str(refused_workflow(tmp_path / "refused.json")))
+    page.wait_for_function("() => window.app.graph.nodes.length === 3", timeout=60_000)
+    answers: list[str] = []
+    page.on("response", lambda r: answers.append(r.text()) if r.url.endswith("/prompt")
+            and r.request.method == "POST" else None)
+    page.locator("[data-testid='queue-button']").first.click()
+    page.wait_for_function("() => document.body.innerText.includes('only https:// URLs')", timeout=60_000)
+    time.sleep(1)
+    shot(page, "04-refused.png")
+    assert answers and "model_fetch_refused" in answers[0], answers
+    text = page.evaluate("document.body.innerText")
+    for name in ("refused_unet.safetensors", "refused_vae.safetensors"):
+        assert text.count(f"model '{name}'") == 1, text
+    assert text.count("Model download refused") == 1, text
+    assert set(json.loads(answers[0])["node_errors"]) == {"1", "2", "3"}

@@ -270,3 +270,35 @@ def test_workflow_source_redirect_to_plain_http_is_refused_and_nothing_is_kept(t
         assert not [p for p in (tmp_path / "models").rglob("m.safetensors*") if p.is_file()]
         secure.faults.clear()
         assert model_fetch.ensure([entry], settings=s, store=Store(s.models_dirs)).files[0].action == "downloaded"
+
+
+def test_cancel_stops_the_download_keeps_the_part_and_the_next_ensure_resumes(server, files, tmp_path):
+    root, sha = files
+    server.rate_limit = 1 * MiB  # per connection: seconds to go when it is cancelled
+    entry = ModelEntry("model.bin", "loras", url=f"{server.url}/model.bin", sha256=sha)
+    s = settings(tmp_path, connections=2)
+    cancel, outcome = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            model_fetch.ensure([entry], settings=s, store=Store(s.models_dirs), cancel=cancel,
+                               on_progress=lambda p: cancel.set() if p.phase == "download" and p.done >= 2 * MiB else None)
+        except BaseException as exc:  # noqa: BLE001 - the outcome is checked below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), model_fetch.DownloadCancelled), outcome
+    assert outcome["error"].code == "download_cancelled" and "resumes" in str(outcome["error"])
+    final = final_of(tmp_path)
+    assert not final.exists() and part_path(final).exists() and journal_path(final).exists()
+    assert not Store(s.models_dirs).lease_path(final).exists()  # the lease is released
+    received = server.counters.bytes_by_path["/model.bin"]
+    assert received < SIZE
+    server.rate_limit = None
+    server.reset_counters()
+    report = pull(tmp_path, entry, connections=2)
+    assert report.files[0].sha256 == sha and final.read_bytes() == (root / "model.bin").read_bytes()
+    assert report.files[0].fetched_bytes < SIZE  # resumed: what the cancelled run had is not fetched again

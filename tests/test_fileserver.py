@@ -257,7 +257,7 @@ def test_wrong_bytes(server: FileServer, data: bytes) -> None:
 def test_stall_then_resume(server: FileServer, data: bytes) -> None:
     server.faults.add("/a.bin", Fault.STALL, after_bytes=1000, duration=0.4, times=1)
     with pytest.raises(requests.exceptions.ConnectionError):  # a read timeout as a client watchdog sees it
-        requests.get(f"{server.url}/a.bin", timeout=(1, 0.15)).content
+        _ = requests.get(f"{server.url}/a.bin", timeout=(1, 0.15)).content
     assert server.wait_idle(3)  # the handler ends once the stall is over and it finds the client gone
     server.faults.add("/a.bin", Fault.STALL, after_bytes=1000, duration=0.3, times=1)
     start = time.monotonic()

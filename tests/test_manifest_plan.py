@@ -150,3 +150,14 @@ def test_workflow_file_errors(tmp_path):
         needs_of(bad)
     with pytest.raises(WorkflowError, match="neither a UI-format"):
         needs_of({"a": 1})
+
+
+def test_a_loader_needs_only_the_model_its_widget_names_not_stale_metadata():
+    """A dropdown moved to another model leaves the old one in ``properties.models``: it is not needed."""
+    from model_fetch import workflow_needs
+
+    old = {"name": "old_vae.safetensors", "directory": "vae", "url": "https://example.com/old_vae.safetensors"}
+    node = {"id": 5, "type": "VAELoader", "widgets_values": ["new_vae.safetensors"], "properties": {"models": [old]}}
+    custom = {"id": 6, "type": "SomeCustomLoader", "widgets_values": [], "properties": {"models": [old]}}
+    assert [n.name for n in workflow_needs({"nodes": [node], "links": []})] == ["new_vae.safetensors"]
+    assert [n.name for n in workflow_needs({"nodes": [custom], "links": []})] == ["old_vae.safetensors"]

@@ -164,7 +164,7 @@ for (const [type, def] of Object.entries(info)) {
   await globalThis.extension.beforeRegisterNodeDef({}, def);
   // A node as the frontend creates it: a combo widget per list input, its values the choices.
   const widgets = Object.entries(def.input.required ?? {}).filter(([, spec]) => Array.isArray(spec[0]))
-    .map(([name, spec]) => ({ name, options: { values: spec[0] } }));
+    .map(([name, spec]) => ({ name, type: "combo", options: { values: spec[0] } }));
   const node = { comfyClass: type, widgets };
   globalThis.extension.nodeCreated(node);
   for (const w of widgets) {
@@ -193,6 +193,8 @@ def test_editor_extension_labels_missing_models_and_keeps_plain_values(env, tmp_
     js = requests.get(f"{env.comfy.url}/extensions/wan_serverless/model_fetch.js", timeout=30).text
     (tmp_path / "extensions" / "wan_serverless").mkdir(parents=True)
     (tmp_path / "extensions" / "wan_serverless" / "model_fetch.js").write_text(js)
+    panel = requests.get(f"{env.comfy.url}/extensions/wan_serverless/model_panel.js", timeout=30).text
+    (tmp_path / "extensions" / "wan_serverless" / "model_panel.js").write_text(panel)
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "app.js").write_text(FAKE_APP)
     (tmp_path / "scripts" / "api.js").write_text(FAKE_API)
@@ -204,7 +206,8 @@ def test_editor_extension_labels_missing_models_and_keeps_plain_values(env, tmp_
     run = subprocess.run([node, "labels.js", "object_info.json"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     labels = json.loads(run.stdout)
-    assert set(labels) == {"WanUnetLoaderGGUF/unet_name", "WanTextEncoderLoader/clip_name"}  # VAELoader: untouched
+    assert set(labels) == {"WanUnetLoaderGGUF/unet_name", "WanTextEncoderLoader/clip_name", "VAELoader/vae_name"}
+    assert all(label == value for value, label in labels["VAELoader/vae_name"].items())  # no status: plain names
     unet = labels["WanUnetLoaderGGUF/unet_name"]
     missing = info["WanUnetLoaderGGUF"]["input"]["required"]["unet_name"][1]["model_fetch"]["missing"]
     assert unet[ON_DISK] == ON_DISK
@@ -377,6 +380,32 @@ def test_pull_rejects_a_body_that_is_not_json(env):
     assert resp.status_code == 400 and resp.json()["code"] == "bad_request"
 
 
+def test_cancel_answers_what_it_stopped_and_rejects_bad_requests(env):
+    url = f"{env.comfy.url}/model_fetch/cancel"
+    bad = requests.post(url, json={"names": []}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["code"] == "bad_request" and '"names"' in bad.json()["error"]
+    idle = requests.post(url, json={"names": ["nothing_running.gguf"]}, timeout=30)
+    assert idle.status_code == 200 and idle.json() == {"cancelled": [], "not_running": [{"name": "nothing_running.gguf"}]}
+    # a running download stopped: tests/test_editor_panel.py (the editor's Stop); the engine: tests/test_fetch_http.py
+
+
+def test_model_library_lists_gguf_files_on_disk(env):
+    """The editor's Model Library reads /experiment/models/{folder}; ComfyUI's listing drops .gguf."""
+    gguf = env.root / DM / "sub" / "library_only.gguf"  # removed again: other tests list this folder
+    gguf.parent.mkdir(exist_ok=True)
+    gguf.write_bytes(b"GGUF" + bytes(60))
+    try:
+        rows = requests.get(f"{env.comfy.url}/api/experiment/models/{DM}", timeout=30).json()
+        names = [r["name"] for r in rows]
+        assert ON_DISK in names and "sub/library_only.gguf" in names  # ComfyUI's own rows are kept
+        row = next(r for r in rows if r["name"] == "sub/library_only.gguf")
+        assert row["size"] == 64 and isinstance(row["pathIndex"], int)
+        assert len(rows) == len({(r["pathIndex"], r["name"]) for r in rows})  # each file once
+    finally:
+        gguf.unlink()
+        gguf.parent.rmdir()
+
+
 def test_unknown_file_is_refused_naming_file_and_folder(env):
     with pytest.raises(ComfyValidationError) as err:
         run(env, graph(env, "nope_high.gguf"))
@@ -400,7 +429,7 @@ def test_pull_all_fetches_every_manifest_model(env):
 
 # --- without model_fetch -------------------------------------------------------------------------------
 
-FALLBACK_PROBE = """
+MISSING_PROBE = """
 import importlib.util, json, sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in (getattr(f, "__module__", "") or "")]
 sys.path[:] = [p for p in sys.path if p not in ("", {repo!r})]
@@ -409,34 +438,30 @@ try:
     before = model_fetch.__file__
 except ImportError:
     before = None
+path_before = list(sys.path)
 spec = importlib.util.spec_from_file_location("fetch_setup", {module!r})
 fetch_setup = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fetch_setup)
-if {repo_root!r} is not None:
-    fetch_setup.REPO_ROOT = __import__("pathlib").Path({repo_root!r})
 mf, why = fetch_setup.import_model_fetch()
-print(json.dumps({{"before": before, "after": getattr(mf, "__file__", None), "why": why}}))
+print(json.dumps({{"before": before, "after": getattr(mf, "__file__", None), "why": why,
+                  "path_changed": sys.path != path_before}}))
 """
 
 
-@pytest.mark.parametrize("linked", [True, False])
-def test_model_fetch_import_falls_back_to_the_repository(tmp_path, linked):
-    """Not installed: imported from the repository the pack is linked from; not there either: disabled, with why."""
+def test_model_fetch_not_installed_turns_fetch_off_with_why(tmp_path):
+    """Imported only as an installed package: the repository the pack sits in is never put on sys.path."""
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parent.parent
-    code = FALLBACK_PROBE.format(repo=str(repo), module=str(repo / "custom_nodes/wan_serverless/fetch_setup.py"),
-                                 repo_root=None if linked else str(tmp_path))
+    code = MISSING_PROBE.format(repo=str(repo), module=str(repo / "custom_nodes/wan_serverless/fetch_setup.py"))
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["before"] is None  # the probe really hid the installed package
-    if linked:
-        assert result["after"] == str(repo / "model_fetch" / "__init__.py") and result["why"] is None
-    else:
-        assert result["after"] is None and "model_fetch cannot be imported" in result["why"]
-        assert "pip install -e" in result["why"]
+    assert result["after"] is None and not result["path_changed"]
+    assert "model_fetch cannot be imported" in result["why"]
+    assert "pip install -r " + str(repo / "custom_nodes/wan_serverless/requirements.txt") in result["why"]
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ def lora_model(pack, tiny_dir):  # noqa: F811
     return make
 
 
-def _unload(pack, patcher) -> None:
+def _unload(pack, patcher) -> None:  # noqa: F811
     pack.mm.unload_all_models()
     pack.mm.soft_empty_cache()
 

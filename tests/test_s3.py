@@ -164,3 +164,19 @@ def test_output_multipart_upload_and_presigned_url(s3_open, tmp_path):
     assert item["type"] == "s3_url" and item["expires_in"] == 600
     got = requests.get(item["data"], timeout=30)
     assert got.status_code == 200 and got.content == video.read_bytes()
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://videos.s3.eu-west-3.amazonaws.com", ("https://s3.eu-west-3.amazonaws.com", "videos", True, "eu-west-3")),
+    ("https://my.videos.s3-us-west-2.amazonaws.com/", ("https://s3-us-west-2.amazonaws.com", "my.videos", True, "us-west-2")),
+    ("https://clips.s3.us-west-002.backblazeb2.com", ("https://s3.us-west-002.backblazeb2.com", "clips", True, "us-west-002")),
+    ("https://s3.us-east-1.amazonaws.com/videos", ("https://s3.us-east-1.amazonaws.com", "videos", False, "us-east-1")),
+    ("http://127.0.0.1:9000/videos/ignored", ("http://127.0.0.1:9000", "videos", False, None)),
+    ("https://acct.r2.cloudflarestorage.com", ("https://acct.r2.cloudflarestorage.com", None, False, None)),
+])
+def test_bucket_endpoint_url_forms(url, expected):
+    """BUCKET_ENDPOINT_URL as RunPod users write it: the bucket leaves the host or the path, never the key."""
+    from model_fetch._s3 import parse_endpoint
+
+    e = parse_endpoint(url)
+    assert (e.url, e.bucket, e.virtual, e.region) == expected

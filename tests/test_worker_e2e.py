@@ -58,7 +58,7 @@ def run(rt, raw, events=None):
 
 
 def decode_video(tmp_path, answer) -> dict:
-    (out,) = answer["outputs"]
+    (out,) = answer["images"]
     assert out["content_type"] == "video/mp4" and out["type"] == "base64"
     path = tmp_path / out["filename"]
     path.write_bytes(base64.b64decode(out["data"]))
@@ -79,6 +79,13 @@ def test_first_job_fetches_models_from_the_mirror_then_runs(runtime, mirror, tmp
     assert any(e.get("stage") == "sampling" for e in events)
     info = decode_video(tmp_path, answer)
     assert (info["frames"], info["width"], info["height"]) == (9, 64, 48)
+    # The LightX2V stand-in on both stages: each LoRA's report, and a warning naming what had no target.
+    lora = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+    assert [r["lora"] for r in answer["loras"]] == [lora, lora] and all(r["applied"] > 0 for r in answer["loras"])
+    assert {r["model"].split(" ")[0] for r in answer["loras"]} == {"wan2.2_i2v_high_noise_14B_Q5_0.gguf",
+                                                                   "wan2.2_i2v_low_noise_14B_Q5_0.gguf"}
+    assert len(answer["warnings"]) == 2 and all("no target for" in w and "cross_attn.k_img" in w
+                                                for w in answer["warnings"])
     # inputs and outputs of the job are cleaned up
     assert not any((runtime.settings.base_dir / "input").glob("job-*"))
     assert not any((runtime.settings.base_dir / "output").rglob("*.mp4"))
@@ -92,6 +99,26 @@ def test_second_job_from_the_ui_format_file_uses_present_models(runtime, mirror,
     assert answer.get("status") == "success", answer
     assert answer["models"]["fetched"] == [] and srv.counters.bytes_sent == 0
     assert decode_video(tmp_path, answer)["frames"] == 5
+
+
+def test_lora_for_another_model_fails_the_job_naming_file_and_model(runtime, tmp_path):
+    """A LoRA of which no key applies: the job fails with ``lora_not_applied`` (in the editor a warning)."""
+    import torch
+    from safetensors.torch import save_file
+
+    loras = runtime.fetch_settings.models_dirs[0] / "loras"
+    foreign = {f"diffusion_model.double_blocks.0.img_attn.qkv.{p}": torch.zeros(s, dtype=torch.bfloat16)
+               for p, s in (("lora_down.weight", (4, 64)), ("lora_up.weight", (192, 4)))}
+    save_file(foreign, str(loras / "flux_style_lora.safetensors"))
+    api = json.loads((ROOT / "workflows" / "wan22_i2v_gguf.api.json").read_text())
+    small = {"LoraLoaderModelOnly": {"lora_name": "flux_style_lora.safetensors"},
+             "WanImageToVideo": {"width": 32, "height": 32, "length": 1}}
+    for node in api.values():
+        node["inputs"].update(small.get(node["class_type"], {}))
+    answer = run(runtime, {"workflow": api, "images": [{"name": "start_image.png", "image": IMAGE}]})
+    assert answer.get("code") == "lora_not_applied", answer
+    assert answer["lora"] == "flux_style_lora.safetensors" and "flux_style_lora.safetensors" in answer["error"]
+    assert answer["model"].startswith("wan2.2_i2v_") and answer["model"] in answer["error"]
 
 
 def test_invalid_graph_is_a_structured_error(runtime):
@@ -114,6 +141,21 @@ def test_base64_over_the_payload_limit_suggests_s3(runtime):
     small = Runtime(runtime.settings.with_(output=replace(runtime.settings.output, max_base64_bytes=1000)), runtime.fetch_settings, runtime.process)
     answer = run(small, {"workflow": "wan22_i2v_gguf", "params": TINY})
     assert answer["code"] == "output_too_large" and '"mode": "s3"' in answer["error"]
+
+
+def test_worker_max_base64_mb_limits_the_whole_answer(runtime, monkeypatch):
+    answer = run(runtime, {"workflow": "wan22_i2v_gguf", "params": TINY})
+    assert "data" not in answer["outputs"][0]  # one copy of the video: in images
+    video = len(answer["images"][0]["data"])
+    monkeypatch.setenv("WORKER_MAX_BASE64_MB", str((video + 16) / 1e6))  # the video alone fits, the answer not
+    limit = WorkerSettings.from_env().output.max_base64_bytes
+    assert video < limit < len(json.dumps(answer))
+    small = Runtime(runtime.settings.with_(output=replace(runtime.settings.output, max_base64_bytes=limit)),
+                    runtime.fetch_settings, runtime.process)
+    failed = run(small, {"workflow": "wan22_i2v_gguf", "params": TINY})
+    assert failed["code"] == "output_too_large" and failed["limit"] == limit and failed["size"] > limit, failed
+    monkeypatch.delenv("WORKER_MAX_BASE64_MB")
+    assert WorkerSettings.from_env().output.max_base64_bytes < 20_000_000  # under RunPod's 20 MB by default
 
 
 def test_deadline_interrupts_and_the_next_job_runs(runtime):
@@ -158,7 +200,7 @@ def test_s3_output_returns_presigned_urls(runtime, tmp_path):
         answer = run(rt, {"workflow": "wan22_i2v_gguf", "params": TINY,
                           "output": {"mode": "s3", "bucket": "videos", "expires_in": 120}})
         assert answer.get("status") == "success", answer
-        (out,) = answer["outputs"]
+        (out,) = answer["images"]
         assert out["type"] == "s3_url" and out["key"].startswith("outputs/")
         video = tmp_path / "v.mp4"
         video.write_bytes(requests.get(out["data"], timeout=30).content)

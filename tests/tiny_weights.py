@@ -3,17 +3,26 @@
 ComfyUI 0.8.0 derives every WAN dimension from tensor shapes, so a model with the
 production layout and tiny sizes runs through the same code as the 14B one:
 
+Every production file's layout (names, dtypes / GGML types, header metadata) comes from its fixture
+in tests/data/layouts/ (tests/layouts.py); tests/test_layouts.py checks the files against them.
+
 * UNETs (high- and low-noise): WAN 2.1 layout, dim 128 (one 128-wide head), in_dim 36
   (16 latent + 4 mask + 16 image channels, as in WAN 2.2 I2V A14B), 2 blocks, no img_emb.
-  Written as fp16 ``.safetensors`` and as GGUF (F16, Q8_0, Q5_0) with the ``gguf`` writer,
-  the 5-D ``patch_embedding.weight`` kept F32 as the usual converters store it.
+  Written as fp16 ``.safetensors`` and as GGUF (F16, Q8_0, Q5_0) with the ``gguf`` writer and
+  city96's conversion rules: embeddings, ``time_projection`` and ``head.head`` F16, 1-D tensors and
+  modulation F32, the 5-D ``patch_embedding.weight`` F32; in the Q5_0 file ``ffn.2`` is Q5_1.
 * VAE: Wan 2.1 layout with dim 8 (ComfyUI reads it from ``decoder.head.0.gamma``).
 * umt5: 2 layers, d_model 4096 (the width WAN's ``text_embedding`` expects), a
   sentencepiece vocabulary of 512 trained here, stored in ``spiece_model`` as ComfyUI's
-  repackaged encoders do. Also written as GGUF (Q8_0) in llama.cpp's T5-encoder layout
+  repackaged encoders do. Scaled fp8 as the production file: e4m3fn Linear weights with a float32
+  ``scale_weight`` each, the ``scaled_fp8`` marker, F16 embeddings, norms and relative biases
+  (tests/scaled_fp8.py). The same weights dequantized are ``umt5_tiny_fp16.safetensors``, also
+  written as GGUF (Q8_0) in llama.cpp's T5-encoder layout
   (arch ``t5encoder``, ``enc.blk.N.attn_q`` names) with the tokenizer as ``tokenizer.ggml.*``
   metadata and no ``spiece_model`` tensor, as llama.cpp converters produce it.
-* LoRA: LightX2V layout (``diffusion_model.<module>.lora_down/lora_up/alpha`` plus ``diff_b``).
+* LoRA: LightX2V I2V layout (no ``alpha``; ``lora_down``/``lora_up``/``diff_b`` per Linear, ``.diff``
+  per norm, ``diff_m``; ``head.head``, text/time embeddings, ``time_projection``; and the families
+  WAN 2.2 I2V has no target for: ``k_img``, ``v_img``, ``norm_k_img``, ``diff_m``, ``img_emb``).
 
 Run ``python -m tests.tiny_weights OUT_DIR`` (ComfyUI found as ``worker.comfyui_home`` does);
 an index ``tiny_weights.json`` with sizes and sha256 is written beside the files. Output is
@@ -29,13 +38,19 @@ import json
 import sys
 from pathlib import Path
 
-SPEC_VERSION = 4
+SPEC_VERSION = 5
 INDEX_NAME = "tiny_weights.json"
 
 UNET = dict(dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=36, out_dim=16, text_dim=4096, freq_dim=256)
 VAE_DIM = 8
 UMT5 = dict(d_model=4096, d_kv=32, num_heads=2, d_ff=128, num_layers=2, vocab_size=512)
 LORA_RANK = 4
+LORA_DIMS = dict(dim=UNET["dim"], ffn=UNET["ffn_dim"], blocks=UNET["num_layers"], rank=LORA_RANK, out_dim=UNET["out_dim"],
+                 text_dim=UNET["text_dim"], freq_dim=UNET["freq_dim"], clip_dim=64)
+UMT5_DIMS = dict(d_model=UMT5["d_model"], layers=UMT5["num_layers"], heads=UMT5["num_heads"], d_kv=UMT5["d_kv"],
+                 d_ff=UMT5["d_ff"], vocab=UMT5["vocab_size"])
+UNET_DIMS = dict(dim=UNET["dim"], ffn=UNET["ffn_dim"], blocks=UNET["num_layers"], in_dim=UNET["in_dim"],
+                 out_dim=UNET["out_dim"], text_dim=UNET["text_dim"], freq_dim=UNET["freq_dim"])
 GGUF_UNET_TYPES = ("F16", "Q8_0", "Q5_0")
 UMT5_GGUF_TYPE = "Q8_0"
 
@@ -46,6 +61,7 @@ FILES = {
     "umt5": "umt5_tiny.safetensors",
     "lora": "lightx2v_tiny_lora.safetensors",
     "umt5_gguf": f"umt5_tiny_{UMT5_GGUF_TYPE}.gguf",
+    "umt5_dense": "umt5_tiny_fp16.safetensors",
 }
 
 
@@ -182,43 +198,68 @@ def build_umt5(comfy, seed: int):
     return sd
 
 
-def build_lora(unet_sd: dict, seed: int):
-    """LightX2V-style LoRA over every Linear of the blocks, plus a few bias diffs."""
+def umt5_scaled_fp8(dense: dict) -> dict:
+    """The encoder in the layout of ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (its fixture)."""
+    from tests import scaled_fp8
+
+    types = _layout_types("umt5_xxl_fp8_e4m3fn_scaled.safetensors", UMT5_DIMS)
+    return scaled_fp8.quantize(dense, {k for k, t in types.items() if t == "F8_E4M3" and k != "scaled_fp8"})
+
+
+def _layout_types(file: str, dims: dict) -> dict[str, str]:
+    from tests import layouts
+
+    return {name: qtype for name, (qtype, _) in layouts.expand(file, dims).items()}
+
+
+def build_lora(seed: int) -> dict:
+    """The LightX2V I2V LoRA's layout (its fixture) at tiny size: bf16, no alpha, random values that
+    change the output visibly (down fan-in scaled, up 0.5/sqrt(rank), diffs 0.05)."""
     import torch
+
+    from tests import layouts
 
     gen = torch.Generator().manual_seed(seed)
     out = {}
-    for key, w in sorted(unet_sd.items()):
-        if not key.startswith("blocks.") or not key.endswith(".weight") or w.ndim != 2:
-            continue
-        base = "diffusion_model." + key[: -len(".weight")]
-        out_f, in_f = w.shape
-        out[f"{base}.lora_down.weight"] = (torch.randn(LORA_RANK, in_f, generator=gen) / in_f**0.5).to(torch.bfloat16)
-        out[f"{base}.lora_up.weight"] = (0.5 * torch.randn(out_f, LORA_RANK, generator=gen) / LORA_RANK**0.5).to(torch.bfloat16)
-        out[f"{base}.alpha"] = torch.tensor(float(LORA_RANK))
-        bias = key[: -len(".weight")] + ".bias"
-        if bias in unet_sd and ".ffn." in key:
-            out[f"{base}.diff_b"] = (0.05 * torch.randn(unet_sd[bias].shape, generator=gen)).to(torch.bfloat16)
+    for key, (dtype, shape) in layouts.expand(layouts.LORA, LORA_DIMS).items():
+        if key.endswith(".lora_down.weight"):
+            value = torch.randn(shape, generator=gen) / shape[1] ** 0.5
+        elif key.endswith(".lora_up.weight"):
+            value = 0.5 * torch.randn(shape, generator=gen) / LORA_RANK ** 0.5
+        else:
+            value = 0.05 * torch.randn(shape, generator=gen)
+        out[key] = value.to(torch.bfloat16 if dtype == "BF16" else torch.float32)
     return out
 
 
+#: GGML type of block matrices and of ``ffn.2`` per tiny GGUF variant (the Q5_0 mix from lcpp.patch).
+GGUF_MIXES = {"Q5_0": ("Q5_0", "Q5_1"), "Q8_0": ("Q8_0", "Q8_0"), "F16": ("F16", "F16")}
+
+
+def unet_gguf_types(qtype_name: str) -> dict[str, str]:
+    """GGML type per tensor of a tiny WAN GGUF: the production Q5_0 fixture's types, with the quantized
+    ones replaced by the variant's (``Q5_0`` → main, ``Q5_1`` → the ``ffn.2`` type)."""
+    main, down = GGUF_MIXES[qtype_name]
+    fixture = _layout_types("wan2.2_i2v_high_noise_14B_Q5_0.gguf", UNET_DIMS)
+    return {k: {"Q5_0": main, "Q5_1": down}.get(t, t) for k, t in fixture.items()}
+
+
 def write_unet_gguf(path: Path, sd: dict, qtype_name: str) -> None:
-    """Write a WAN UNET as GGUF the way community converters do (arch ``wan``, small and 1-D tensors F32)."""
+    """Write a WAN UNET as GGUF with the conversion rules of the production files (arch ``wan``; the
+    fixture gives every tensor's type, ``general.file_type`` the variant)."""
     import gguf
     import numpy as np
 
-    qtype = gguf.GGMLQuantizationType[qtype_name]
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    types = unet_gguf_types(qtype_name)
+    missing = set(sd) ^ set(types)
+    if missing:
+        raise AssertionError(f"tiny UNET and its layout fixture differ: {sorted(missing)}")
     writer = gguf.GGUFWriter(path=None, arch="wan")
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{qtype_name}", gguf.LlamaFileType.MOSTLY_F16))
+    writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{qtype_name}"))
     for key, tensor in sd.items():
+        wanted = gguf.GGMLQuantizationType[types[key]]
         data = tensor.float().numpy()
-        wanted = qtype
-        if data.ndim == 1 or data.size <= 1024 or ".modulation" in key or data.ndim > 4:
-            wanted = gguf.GGMLQuantizationType.F32
-        elif data.shape[-1] % block:
-            wanted = gguf.GGMLQuantizationType.F16
         writer.add_tensor(key, np.ascontiguousarray(gguf.quants.quantize(data, wanted)), raw_dtype=wanted)
     writer.write_header_to_file(path=str(path))
     writer.write_kv_data_to_file()
@@ -331,19 +372,23 @@ def generate(out_dir: Path, comfyui_dir: Path) -> dict:
     comfy = _import_comfy(Path(comfyui_dir))
     from safetensors.torch import save_file
 
+    from tests import scaled_fp8
+
     high, low = build_unet(comfy, 101), build_unet(comfy, 202)
+    umt5 = umt5_scaled_fp8(build_umt5(comfy, 404))
     tensors = {
         FILES["unet_high"]: high,
         FILES["unet_low"]: low,
         FILES["vae"]: build_vae(comfy, 303),
-        FILES["umt5"]: build_umt5(comfy, 404),
-        FILES["lora"]: build_lora(high, 505),
+        FILES["umt5"]: umt5,
+        FILES["umt5_dense"]: scaled_fp8.dequantize(umt5),
+        FILES["lora"]: build_lora(505),
     }
     written = []
     for name, sd in tensors.items():
         save_file(sd, str(out_dir / name))
         written.append(name)
-    write_umt5_gguf(out_dir / FILES["umt5_gguf"], tensors[FILES["umt5"]], UMT5_GGUF_TYPE)
+    write_umt5_gguf(out_dir / FILES["umt5_gguf"], tensors[FILES["umt5_dense"]], UMT5_GGUF_TYPE)
     written.append(FILES["umt5_gguf"])
     for stage, sd in (("high", high), ("low", low)):
         for qtype in GGUF_UNET_TYPES:

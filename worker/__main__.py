@@ -17,18 +17,24 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from model_fetch.errors import SettingError
 
 from .config import default_runpod_log_level
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 log = logging.getLogger("worker")
 
 
-def _announce_ready(rt) -> None:
+def _announce_ready(rt: Runtime) -> None:
     """Log one line when ComfyUI answers (start scripts and tests wait for it)."""
     t0 = time.monotonic()
     try:
-        rt.ready()
-        log.info("worker ready: ComfyUI at %s answered after %.1fs", rt.process.url, time.monotonic() - t0)
+        client = rt.ready()
+        log.info("worker ready: ComfyUI at %s answered after %.1fs", client.base_url, time.monotonic() - t0)
     except Exception as exc:  # noqa: BLE001 - the first job reports and restarts
         log.error("ComfyUI did not become ready: %s", exc)
 
@@ -38,14 +44,33 @@ def quiet_runpod_sdk() -> None:
     default_runpod_log_level("INFO")
 
 
-def _settings_invalid(exc: ValueError, answer_out) -> int:
+def _settings_invalid(exc: SettingError, answer_out: TextIO | None) -> int:
     """A setting the environment gives cannot be used: one line naming the variable (and, for
     ``--test-input``, the answer ``{"error", "code": "settings_invalid"}``); exit 1."""
     log.error("error: %s (settings_invalid; see docs/configuration.md)", exc)
     if answer_out is not None:
-        print(json.dumps({"error": str(exc), "code": "settings_invalid", "details": [str(exc)]}, indent=2),
-              file=answer_out)
+        print(json.dumps({**exc.to_answer(), "details": [str(exc)]}, indent=2), file=answer_out)
     return 1
+
+
+def read_test_input(path: Path) -> dict[str, Any]:
+    """The job in a ``--test-input`` file (``{"input": ...}`` or the input itself), or the answer to a file
+    that is not one: ``invalid_input`` naming ``--test-input``, never a traceback."""
+    from .errors import InvalidInput
+
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        return InvalidInput("--test-input", f"cannot be read ({exc.strerror or type(exc).__name__})").to_answer()
+    except UnicodeDecodeError as exc:
+        return InvalidInput("--test-input", f"is not UTF-8 text (byte {exc.start})").to_answer()
+    except RecursionError:
+        return InvalidInput("--test-input", "is nested too deeply").to_answer()
+    except ValueError as exc:
+        return InvalidInput("--test-input", f"is not JSON ({str(exc)[:120]})").to_answer()
+    job = raw if isinstance(raw, dict) and "input" in raw else {"input": raw}
+    job.setdefault("id", "local-test")
+    return job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from .handler import handler, runtime
+    from .redact import install_log_filter
+
+    install_log_filter()  # no log line echoes a base64 image or another long value from a job
+    from .handler import handler, runpod_handler, runtime
 
     from .errors import ComfyNotFound
 
@@ -69,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rt = runtime()
-    except ValueError as exc:  # worker.config.SettingError, model_fetch's SettingError: a variable's value
+    except SettingError as exc:  # model_fetch's, which worker/config.py raises too: a variable's value
         return _settings_invalid(exc, answer_out if args.test_input else None)
     rt.check_gpu()  # logs torch's CUDA build, the driver, the GPU and its VRAM, in the background
     try:
@@ -79,10 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_announce_ready, args=(rt,), name="ready", daemon=True).start()
     try:
         if args.test_input:
-            raw = json.loads(args.test_input.read_text())
-            job = raw if "input" in raw else {"input": raw}
-            job.setdefault("id", "local-test")
-            answer = handler(job)
+            job = read_test_input(args.test_input)
+            answer = job if "error" in job else handler(job)
             text = json.dumps(answer, indent=2)
             if args.output:
                 args.output.write_text(text)
@@ -94,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         host = args.host or rt.settings.serve_host
         sys.argv = [sys.argv[0]] + (["--rp_serve_api", "--rp_api_host", host, "--rp_api_port", str(args.port)]
                                     if args.serve else [])
-        runpod.serverless.start({"handler": handler})
+        runpod.serverless.start({"handler": runpod_handler})
         return 0
     finally:
         rt.stop()

@@ -36,7 +36,7 @@ class Progress:
     max: int
 
 
-def first_node_error(node_errors: dict, prompt: dict | None = None) -> dict[str, Any]:
+def first_node_error(node_errors: dict[str, Any], prompt: dict[str, Any] | None = None) -> dict[str, Any]:
     """The first entry of ComfyUI's ``node_errors`` as ``{node_id, node_type, message}``."""
     for node_id, entry in (node_errors or {}).items():
         errors = entry.get("errors") or [{}]
@@ -58,22 +58,23 @@ class ComfyClient:
         self.session = session or requests.Session()
 
     # -- plain HTTP -------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", HTTP_TIMEOUT)
         try:
             return self.session.request(method, f"{self.base_url}{path}", **kwargs)
         except requests.RequestException as exc:
             raise ComfyUnavailable(f"ComfyUI at {self.base_url} did not answer {method} {path}: {type(exc).__name__}") from exc
 
-    def _json(self, method: str, path: str, **kwargs) -> Any:
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self._request(method, path, **kwargs)
         if resp.status_code >= 500:
             raise ComfyUnavailable(f"ComfyUI answered {resp.status_code} to {method} {path}")
         resp.raise_for_status()
         return resp.json()
 
-    def object_info(self) -> dict:
-        return self._json("GET", "/object_info")
+    def object_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = self._json("GET", "/object_info")
+        return info
 
     def list_models(self, folder: str) -> list[str]:
         """``GET /models/{folder}``: every file ComfyUI finds for a model folder (none for an unknown folder)."""
@@ -92,9 +93,14 @@ class ComfyClient:
         body = self._json("POST", "/upload/image", files=files, data=form)
         return f"{body['subfolder']}/{body['name']}" if body.get("subfolder") else body["name"]
 
-    def queue_prompt(self, prompt: dict) -> str:
-        """POST /prompt; raise ComfyValidationError (with node id, type, message) on 400."""
-        resp = self._request("POST", "/prompt", json={"prompt": prompt, "client_id": self.client_id})
+    def queue_prompt(self, prompt: dict[str, Any], api_key: str | None = None) -> str:
+        """POST /prompt; raise ComfyValidationError (with node id, type, message) on 400. ``api_key``: a
+        Comfy.org key for API nodes, sent as worker-comfyui sends it (``extra_data.api_key_comfy_org``,
+        which ComfyUI keeps out of its history and queue)."""
+        body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id}
+        if api_key:
+            body["extra_data"] = {"api_key_comfy_org": api_key}
+        resp = self._request("POST", "/prompt", json=body)
         if resp.status_code == 400:
             try:
                 body = resp.json()
@@ -108,11 +114,12 @@ class ComfyClient:
         if resp.status_code >= 500:
             raise ComfyUnavailable(f"ComfyUI answered {resp.status_code} to POST /prompt")
         resp.raise_for_status()
-        return resp.json()["prompt_id"]
+        return str(resp.json()["prompt_id"])
 
-    def history(self, prompt_id: str) -> dict | None:
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of ``prompt_id``, or None while it has not finished."""
-        return self._json("GET", f"/history/{prompt_id}").get(prompt_id)
+        entry: dict[str, Any] | None = self._json("GET", f"/history/{prompt_id}").get(prompt_id)
+        return entry
 
     def delete_history(self, prompt_id: str) -> None:
         self._request("POST", "/history", json={"delete": [prompt_id]})
@@ -129,7 +136,7 @@ class ComfyClient:
         return websocket.create_connection(f"{ws_url}/ws?clientId={self.client_id}", timeout=timeout)
 
     def follow(self, prompt_id: str, deadline: float, on_progress: Callable[[Progress], None] | None = None,
-               is_alive: Callable[[], bool] | None = None, history_every: float = 5.0) -> dict:
+               is_alive: Callable[[], bool] | None = None, history_every: float = 5.0) -> dict[str, Any]:
         """Wait for ``prompt_id`` to finish; return its history entry.
 
         ``deadline`` is a ``time.monotonic()`` value. Raises ComfyExecutionError,
@@ -182,7 +189,7 @@ class ComfyClient:
         finally:
             _close(ws)
 
-    def _handle_message(self, msg: dict, prompt_id: str, on_progress: Callable[[Progress], None] | None) -> bool:
+    def _handle_message(self, msg: dict[str, Any], prompt_id: str, on_progress: Callable[[Progress], None] | None) -> bool:
         kind, data = msg.get("type"), msg.get("data") or {}
         if data.get("prompt_id") not in (None, prompt_id):
             return False
@@ -201,7 +208,7 @@ class ComfyClient:
             return True
         return False
 
-    def _finished_entry(self, prompt_id: str, wait: float = 0.0) -> dict | None:
+    def _finished_entry(self, prompt_id: str, wait: float = 0.0) -> dict[str, Any] | None:
         """History entry if the prompt has finished; raise if it finished with an error."""
         stop = time.monotonic() + wait
         while True:
@@ -216,7 +223,7 @@ class ComfyClient:
             time.sleep(0.1)
 
 
-def _error_from_status(status: dict, prompt_id: str) -> Exception:
+def _error_from_status(status: dict[str, Any], prompt_id: str) -> Exception:
     for name, data in status.get("messages") or []:
         if name == "execution_error":
             return ComfyExecutionError(data.get("exception_message", "execution failed").strip(), prompt_id=prompt_id,
@@ -227,7 +234,7 @@ def _error_from_status(status: dict, prompt_id: str) -> Exception:
     return ComfyExecutionError("the run failed in ComfyUI", prompt_id=prompt_id)
 
 
-def output_files(entry: dict) -> list[dict]:
+def output_files(entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Every file a history entry lists: ``{node_id, kind, filename, subfolder, type}``."""
     out = []
     for node_id, node_out in (entry.get("outputs") or {}).items():

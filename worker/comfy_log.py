@@ -1,17 +1,20 @@
-"""ComfyUI's output: every byte kept in its log file, each line forwarded to the worker's stdout
-with a ``[comfyui]`` prefix (so node tracebacks reach RunPod's log stream), rate-limited so that a
-chatty node cannot flood it; suppressed lines are counted and the count is printed."""
+"""ComfyUI's output: every byte kept in its log file (but long base64-like runs: ``worker.redact``), each
+line forwarded to the worker's stdout with a ``[comfyui]`` prefix (so node tracebacks reach RunPod's log
+stream), rate-limited so that a chatty node cannot flood it; suppressed lines are counted and printed."""
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 import threading
 import time
 from typing import BinaryIO, TextIO
 
+from .redact import clip_bytes
+
 PREFIX = "[comfyui] "
-_SPLIT = re.compile(rb"\r\n|\r|\n")  # tqdm redraws with \r: each redraw is its own line
+_SPLIT = re.compile(rb"(\r\n|\r|\n)")  # tqdm redraws with \r: each redraw is its own line
 
 
 class LineBudget:
@@ -38,7 +41,7 @@ class LineBudget:
 class LogPump:
     """Copies a child's output pipe to ``logfile`` and forwards its lines to ``out`` (a thread)."""
 
-    def __init__(self, pipe: BinaryIO, logfile: BinaryIO, rate: float, out: TextIO | None = None) -> None:
+    def __init__(self, pipe: io.BufferedIOBase, logfile: BinaryIO, rate: float, out: TextIO | None = None) -> None:
         self.pipe, self.logfile, self._out = pipe, logfile, out
         self.budget = LineBudget(rate)
         self.suppressed = 0
@@ -76,17 +79,22 @@ class LogPump:
         except (OSError, ValueError):
             self.budget.rate = 0
 
+    def _line(self, line: bytes, end: bytes) -> None:
+        line = clip_bytes(line)  # no echo of user data (base64 in an error message) in either place
+        self.logfile.write(line + end)
+        self._emit(line)
+
     def _run(self) -> None:
         pending = b""
         try:
             while chunk := self.pipe.read1(65536):
-                self.logfile.write(chunk)
+                *parts, pending = _SPLIT.split(pending + chunk)  # line, separator, line, ..., rest
+                for line, end in zip(parts[::2], parts[1::2]):
+                    self._line(line, end)
                 self.logfile.flush()
-                *lines, pending = _SPLIT.split(pending + chunk)
-                for line in lines:
-                    self._emit(line)
             if pending:
-                self._emit(pending)
+                self._line(pending, b"")
+                self.logfile.flush()
             if self.suppressed:
                 self._write(f"{PREFIX}... {self.suppressed} line(s) not shown (rate limit); all are in the log file\n")
         except (OSError, ValueError):

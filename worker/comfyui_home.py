@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import child_env, comfyui_dir_from_env
+from model_fetch.config import comfyui_dir_from_env
+
+from .config import child_env
 
 PINNED_VERSION = "0.8.0"
 PINNED_TAG = f"v{PINNED_VERSION}"

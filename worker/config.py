@@ -9,39 +9,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from model_fetch.config import comfyui_dir_from_env, env as _env, number as _number, truthy as _truthy
+from model_fetch.errors import SettingError
 
 MB = 1000 * 1000  # WORKER_*_MB count megabytes of 10^6 bytes (model_fetch's MODEL_FETCH_*_MB count MiB)
 DEFAULT_WORKFLOW = "wan22_i2v_gguf"  # the saved workflow a job without ``workflow`` runs
 WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 DEFAULT_MAX_INPUT_MB = 25
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
-
-
-class SettingError(ValueError):
-    """An environment variable holds a value its setting cannot take; the message names both
-    (answered as ``settings_invalid``, the code model_fetch uses for the same case)."""
-
-    code = "settings_invalid"
-
-
-def _number(name: str, default: str, kind: type = float, minimum: float = 0, above: bool = False) -> float:
-    """The variable ``name`` as ``kind`` (int or float), at least ``minimum`` (above it when ``above``)."""
-    raw = _env(name, default) or default
-    try:
-        value = kind(raw.strip())
-    except ValueError:
-        raise SettingError(f"{name}={raw!r}: expected {'a whole number' if kind is int else 'a number'}") from None
-    if value <= minimum if above else value < minimum:
-        raise SettingError(f"{name}={raw!r}: expected a number {'above' if above else 'of at least'} {minimum:g}")
-    return value
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+DEFAULT_MAX_BASE64_MB = 19  # a whole answer with inline outputs; RunPod refuses results over 20 MB
 
 
 def _output_mode() -> str:
@@ -56,10 +33,11 @@ class OutputSettings:
     """Where outputs go: inline base64, or an S3 bucket (all S3 output settings in one group)."""
 
     mode: str = "base64"  # a job's output mode when it names none; "s3" when BUCKET_ENDPOINT_URL is set
-    max_base64_bytes: int = 20 * MB  # RunPod's response limit for inline outputs
+    max_base64_bytes: int = DEFAULT_MAX_BASE64_MB * MB  # the whole inline answer; RunPod's limit is 20 MB
     bucket: str | None = None
     prefix: str = "outputs"
     url_expires: int = 3600
+    metadata: bool = False  # embed the graph and prompt in output files (ComfyUI without --disable-metadata)
 
     @classmethod
     def from_env(cls) -> "OutputSettings":
@@ -68,7 +46,8 @@ class OutputSettings:
             bucket=_env("WORKER_OUTPUT_BUCKET") or _env("BUCKET_NAME"),
             prefix=_env("WORKER_OUTPUT_PREFIX", "outputs"),
             url_expires=int(_number("WORKER_OUTPUT_URL_EXPIRES", "3600", int, 1)),
-            max_base64_bytes=int(_number("WORKER_MAX_BASE64_MB", "20", above=True) * MB),
+            max_base64_bytes=int(_number("WORKER_MAX_BASE64_MB", str(DEFAULT_MAX_BASE64_MB), above=True) * MB),
+            metadata=_truthy(_env("WORKER_OUTPUT_METADATA")),
         )
 
 
@@ -97,13 +76,14 @@ class WorkerSettings:
     serve_host: str = "127.0.0.1"  # --serve: where runpod's local API server listens
     comfy_log_rate: float = 20.0  # ComfyUI output lines per second forwarded to stdout (0: file only)
     runpod_remote: bool = False  # RUNPOD_WEBHOOK_GET_JOB set: running on RunPod, progress goes to the client
+    comfy_org_api_key: str | None = field(default=None, repr=False)  # COMFY_ORG_API_KEY: for ComfyUI's API nodes
 
     @classmethod
-    def from_env(cls, **overrides) -> "WorkerSettings":
+    def from_env(cls, **overrides: Any) -> "WorkerSettings":
         s = cls(
-            comfyui_dir=Path(_env("COMFYUI_DIR")) if _env("COMFYUI_DIR") else None,
+            comfyui_dir=comfyui_dir_from_env(),
             base_dir=Path(_env("WORKER_COMFY_BASE_DIR", "/tmp/comfyui-worker")),
-            extra_model_paths=Path(_env("WORKER_EXTRA_MODEL_PATHS")) if _env("WORKER_EXTRA_MODEL_PATHS") else None,
+            extra_model_paths=Path(p) if (p := _env("WORKER_EXTRA_MODEL_PATHS")) else None,
             host=_env("WORKER_COMFY_HOST", "127.0.0.1"),
             port=int(_number("WORKER_COMFY_PORT", "8188", int, 1)),
             cpu=_truthy(_env("WORKER_COMFY_CPU")),
@@ -122,22 +102,17 @@ class WorkerSettings:
             serve_host=_env("WORKER_SERVE_HOST", "127.0.0.1"),
             comfy_log_rate=_number("WORKER_COMFY_LOG_RATE", "20"),
             runpod_remote=bool(_env("RUNPOD_WEBHOOK_GET_JOB")),
+            comfy_org_api_key=_env("COMFY_ORG_API_KEY"),
         )
         return replace(s, **overrides) if overrides else s
 
-    def with_(self, **changes) -> "WorkerSettings":
+    def with_(self, **changes: Any) -> "WorkerSettings":
         return replace(self, **changes)
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment a subprocess (ComfyUI, git) inherits: this process's, plus ``extra``."""
     return {**os.environ, **extra}
-
-
-def comfyui_dir_from_env() -> Path | None:
-    """``COMFYUI_DIR``, where worker.comfyui_home looks first (also without the rest of the settings)."""
-    value = _env("COMFYUI_DIR")
-    return Path(value).expanduser() if value else None
 
 
 def default_runpod_log_level(level: str = "INFO") -> None:

@@ -30,7 +30,12 @@ class WorkerError(Exception):
         return lines
 
     def to_answer(self) -> dict[str, Any]:
-        return {"error": self.message, "code": self.code, **self.details, "details": self.detail_lines()}
+        """The answer, long base64-like runs in any string cut (``worker.redact``): no echo of user data."""
+        from .redact import clip_all
+
+        answer: dict[str, Any] = clip_all({"error": self.message, "code": self.code, **self.details,
+                                           "details": self.detail_lines()})
+        return answer
 
 
 class InvalidInput(WorkerError):
@@ -107,3 +112,9 @@ class GpuUnavailable(WorkerError):
     """A GPU was expected (``WORKER_EXPECT_GPU``) but CUDA is unusable: driver, build or device."""
 
     code = "gpu_unavailable"
+
+
+class LoraNotApplied(WorkerError):
+    """A LoRA in the workflow applied to none of the model's weights (made for another model family)."""
+
+    code = "lora_not_applied"

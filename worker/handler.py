@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -29,16 +30,17 @@ class ProgressReporter:
 
     Events are throttled per stream, a stream being one ``(stage, file)``: at most one every ``interval``
     s, but a new stream or a new ``phase`` of a stream (a file's ``verify``, its ``done``) always passes.
-    The events themselves come from model_fetch (files) and ComfyUI (sampling); nothing is computed here.
+    The events themselves come from model_fetch (files, already thinned per file by its
+    ``PerFileThrottle``) and ComfyUI (sampling); this only paces them for RunPod's progress channel.
     """
 
-    def __init__(self, job: dict, interval: float = 2.0, remote: bool = False) -> None:
+    def __init__(self, job: dict[str, Any], interval: float = 2.0, remote: bool = False) -> None:
         self.job = job
         self.interval = interval
         self.remote = remote and "id" in job
-        self.sent: dict[tuple, tuple[float, object]] = {}  # stream -> (time, phase) of its last event sent
+        self.sent: dict[tuple[Any, ...], tuple[float, object]] = {}  # stream -> (time, phase) of its last event sent
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
         stream, phase = (event.get("stage"), event.get("file")), event.get("phase")
         last = self.sent.get(stream)
@@ -55,9 +57,24 @@ class ProgressReporter:
                 log.debug("progress update failed: %s", type(exc).__name__)
 
 
+def runpod_handler(job: dict[str, Any]) -> dict[str, Any]:
+    """The handler given to RunPod's SDK. A failure's answer travels as a JSON string in ``error``: the SDK
+    (``rp_job.run_job``) keeps only ``error`` of a failed job, and its local API (``--serve``) and the hosted
+    API pass a string through unchanged (the SDK sends its own exceptions the same way).
+    ``json.loads(answer["error"])`` is the object ``--test-input`` prints: ``code``, ``field``, ``details``."""
+    result = handler(job)
+    if "error" not in result:
+        return result
+    wrapped: dict[str, Any] = {"error": json.dumps({k: v for k, v in result.items() if k != "refresh_worker"})}
+    if result.get("refresh_worker"):
+        wrapped["refresh_worker"] = True
+    return wrapped
+
+
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     rt = runtime()
-    result = jobs.handle(job.get("input"), rt, ProgressReporter(job, remote=rt.settings.runpod_remote), job_id=str(job.get("id", "local")))
+    reporter = ProgressReporter(job, remote=rt.settings.runpod_remote)
+    result = jobs.handle(job.get("input"), rt, reporter, job_id=str(job.get("id", "local")))
     if rt.settings.refresh_worker:
         result["refresh_worker"] = True
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 import uuid
 from urllib.parse import urljoin, urlsplit
@@ -41,11 +42,37 @@ def unique_name(name: str) -> str:
 
 
 def check_image_bytes(data: bytes, field: str) -> bytes:
+    """The bytes of a whole, decodable image: decoded fully here, before anything runs (a truncated or
+    corrupt file would otherwise reach ComfyUI, which may fill the gap silently)."""
     if not data:
         raise InvalidInput(field, "is empty")
     if not data.startswith(IMAGE_MAGIC) or (data.startswith(b"RIFF") and data[8:12] != b"WEBP"):
         raise InvalidInput(field, "is not a PNG, JPEG, WEBP, GIF or BMP image")
+    decode_fully(data, field)
     return data
+
+
+def decode_fully(data: bytes, field: str) -> None:
+    """Decode every pixel of every frame with Pillow (not tolerating truncation); InvalidInput on failure."""
+    import warnings
+
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()  # the container: chunk checksums, the end marker
+            with Image.open(io.BytesIO(data)) as im:
+                for frame in range(getattr(im, "n_frames", 1)):
+                    im.seek(frame)
+                    im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInput(field, f"has more than {Image.MAX_IMAGE_PIXELS} pixels") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, struct.error...
+        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        raise InvalidInput(field, f"is not a whole image: it is {reason} ({type(exc).__name__})") from None
 
 
 def decode_base64(value: str, field: str, limit: int) -> bytes:

@@ -14,6 +14,8 @@ import copy
 import functools
 import json
 import math
+from collections.abc import Callable
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,18 +55,20 @@ class OutputSpec:
 class Job:
     """A validated job input."""
 
-    workflow: str | dict = DEFAULT_WORKFLOW
+    workflow: str | dict[str, Any] = DEFAULT_WORKFLOW
     params: dict[str, Any] = field(default_factory=dict)
     images: tuple[ImageInput, ...] = ()
     output: OutputSpec = field(default_factory=OutputSpec)
     action: str = "run"
     timeout: float | None = None
+    comfy_org_api_key: str | None = field(default=None, repr=False)  # never logged
 
 
 @functools.lru_cache(maxsize=1)
-def load_schema() -> dict:
+def load_schema() -> dict[str, Any]:
     """The job input JSON Schema (draft 2020-12)."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,7 +117,7 @@ def _describe(error: ValidationError) -> tuple[str, str]:
             return _describe(inner[0])
         return field_path, custom or "does not match any allowed form"
     if kind == "additionalProperties":
-        known = list((schema.get("properties") or {}))
+        known = list(schema.get("properties") or {})
         extra = next((k for k in error.instance if k not in known), "?")
         hint = " (send the job's 'input' object, not the whole job)" if extra == "input" else ""
         return _join(field_path, extra), f"unknown key; expected one of: {', '.join(known)}{hint}"
@@ -123,8 +127,8 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     if "propertyNames" in error.absolute_schema_path:
         return _join(field_path, error.instance), ("is not an allowed name (a letter or '_', then letters, digits, "
                                                    "'_'; at most 64 characters)")
-    messages = {
-        "type": lambda: custom or "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in (
+    messages: dict[str, Callable[[], str]] = {
+        "type": lambda: custom or "must be " + " or ".join(str(_TYPE_WORDS.get(t, t)) for t in (
             expected if isinstance(expected, list) else [expected])),
         "enum": lambda: "must be one of: " + ", ".join(json.dumps(v) for v in expected),
         "const": lambda: f"must be {json.dumps(expected)}",
@@ -145,7 +149,32 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     return field_path, message
 
 
-def _check_values(raw: dict) -> None:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_DEPTH = 64
+
+
+def _check_text(raw: dict[str, Any]) -> None:
+    """Every key and string is valid Unicode (no lone surrogate, which JSON allows and UTF-8 cannot
+    carry) and the input is at most ``MAX_DEPTH`` levels deep; iterative, so no depth can crash it."""
+    stack: list[tuple[Any, str, int]] = [(raw, "input", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInput(where, f"is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise InvalidInput(where, "contains a lone surrogate (\\ud800-\\udfff): not valid Unicode text")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                path = _join(where, key)
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    raise InvalidInput(_join(where, "?"), "a key contains a lone surrogate: not valid Unicode text")
+                stack.append((item, path, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}.{i}" if where != "input" else str(i), depth + 1) for i, item in enumerate(value))
+
+
+def _check_values(raw: dict[str, Any]) -> None:
     """Rules JSON Schema cannot say well: finite numbers, unique image names, fields per action and mode."""
     for name, value in (raw.get("params") or {}).items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -176,10 +205,13 @@ def parse_job(raw: Any, settings: WorkerSettings | None = None, max_image_chars:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
+        except RecursionError:
+            raise InvalidInput("input", "is nested too deeply") from None
         except ValueError:
             raise InvalidInput("input", "is a string but not valid JSON; send an object") from None
     if not isinstance(raw, dict):
         raise InvalidInput("input", "must be an object (or a JSON string of one)")
+    _check_text(raw)
     validator = _validator(*_limits(settings, max_image_chars))
     try:
         error = next(iter(validator.iter_errors(raw)), None)
@@ -197,4 +229,5 @@ def parse_job(raw: Any, settings: WorkerSettings | None = None, max_image_chars:
         output=OutputSpec(output.get("mode"), output.get("bucket"), output.get("prefix"), output.get("expires_in")),
         action=raw.get("action", "run"),
         timeout=float(timeout) if timeout is not None else None,
+        comfy_org_api_key=raw.get("comfy_org_api_key") or raw.get("api_key_comfy_org"),
     )

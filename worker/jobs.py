@@ -14,16 +14,18 @@ from typing import Any
 
 import model_fetch
 
+from . import lora_reports
 from . import outputs as out
 from .comfy_client import ComfyClient, Progress, output_files
 from .errors import ComfyNotFound, InvalidInput, ModelsUnavailable, WorkerError
+from .graph_inputs import check_input_files
 from .images import load_image, safe_name, unique_name
 from .job_parse import Job, parse_job
 from .runtime import Runtime
 from .workflows import apply_params, load_workflow
 
 log = logging.getLogger(__name__)
-Report = Callable[[dict], None]
+Report = Callable[[dict[str, Any]], None]
 REFERENCE_WORK = 832 * 480 * 81 * 4  # pixels × frames × steps of the default job
 
 
@@ -37,7 +39,7 @@ class JobContext:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def deadline_for(job: Job, params: dict, runtime: Runtime) -> float:
+def deadline_for(job: Job, params: dict[str, Any], runtime: Runtime) -> float:
     """Seconds allowed for ComfyUI's part: base + per_unit × work relative to the default job, capped."""
     s = runtime.settings
     if job.timeout:
@@ -51,20 +53,20 @@ def deadline_for(job: Job, params: dict, runtime: Runtime) -> float:
     return min(s.timeout_base + s.timeout_per_unit * units, s.timeout_max)
 
 
-def comfy_execution_seconds(entry: dict) -> float | None:
+def comfy_execution_seconds(entry: dict[str, Any]) -> float | None:
     """ComfyUI's own run time, from the execution_start/-success timestamps in the history entry."""
     stamps = {name: (data or {}).get("timestamp") for name, data in (entry.get("status") or {}).get("messages") or []}
     start, end = stamps.get("execution_start"), stamps.get("execution_success")
     return round((end - start) / 1000, 3) if start is not None and end is not None else None
 
 
-def plan_models(graph: dict, ctx: JobContext) -> "model_fetch.Plan":
+def plan_models(graph: dict[str, Any], ctx: JobContext) -> "model_fetch.Plan":
     """Which model files the graph needs and where each comes from; fails (``model_unknown``) before any
     download. Files ComfyUI itself finds count as present: its folders on disk first, then, for a file
     still unknown, what the running ComfyUI lists under ``GET /models/{folder}``."""
     rt = ctx.runtime
     comfy = rt.comfy_folders()
-    kwargs = dict(settings=rt.fetch_settings, store=rt.store(), comfy=comfy)
+    kwargs: dict[str, Any] = dict(settings=rt.fetch_settings, store=rt.store(), comfy=comfy)
     try:
         try:
             return model_fetch.plan(graph, **kwargs)
@@ -77,7 +79,7 @@ def plan_models(graph: dict, ctx: JobContext) -> "model_fetch.Plan":
         raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
 
 
-def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict:
+def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict[str, Any]:
     """Fetch the plan's missing files, reporting bytes as they arrive."""
     rt = ctx.runtime
     t0 = time.monotonic()
@@ -92,7 +94,7 @@ def fetch_models(plan: "model_fetch.Plan", ctx: JobContext) -> dict:
                     ctx.report({"stage": "models", "file": f"{p.directory}/{p.name}", "phase": p.phase,
                                 "done": p.done, "total": p.total})
 
-            model_fetch.ensure([i.entry for i in missing], settings=rt.fetch_settings, store=rt.store(),
+            model_fetch.ensure([i.entry for i in missing if i.entry is not None], settings=rt.fetch_settings, store=rt.store(),
                                on_progress=on_progress)
     except model_fetch.ModelFetchError as exc:
         raise ModelsUnavailable(str(exc), fetch_code=exc.code) from None
@@ -112,7 +114,7 @@ def read_inputs(job: Job, ctx: JobContext) -> InputFiles:
     s = ctx.runtime.settings
     files = InputFiles()
     for i, item in enumerate(job.images):
-        files.named.append((safe_name(item.name, f"images[{i}].name"), load_image(item.image, f"images[{i}].image", s)))
+        files.named.append((safe_name(item.name, f"images.{i}.name"), load_image(item.image, f"images.{i}.image", s)))
     if "image" in job.params:
         files.start = load_image(job.params["image"], "params.image", s)
     return files
@@ -133,7 +135,7 @@ def _upload_inputs(files: InputFiles, client: ComfyClient, ctx: JobContext) -> t
     return image_name, renames
 
 
-def _rename_inputs(graph: dict, renames: dict[str, str]) -> dict:
+def _rename_inputs(graph: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
     """Point LoadImage-style inputs at the uploaded (job-unique) names."""
     if not renames:
         return graph
@@ -145,7 +147,7 @@ def _rename_inputs(graph: dict, renames: dict[str, str]) -> dict:
     return graph
 
 
-def _collect(entry: dict, ctx: JobContext) -> list[out.OutputFile]:
+def _collect(entry: dict[str, Any], ctx: JobContext) -> list[out.OutputFile]:
     base = ctx.runtime.settings.base_dir
     files = []
     for item in output_files(entry):
@@ -164,10 +166,11 @@ def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
     mode = spec.mode or s.mode
     if mode != "s3":
         return mode, None
-    bucket = spec.bucket or s.bucket or out.bucket_of_endpoint(s.bucket_endpoint_url)
+    bucket = spec.bucket or s.bucket or model_fetch.s3_endpoint_bucket(ctx.runtime.fetch_settings)
     if not bucket:
-        raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or a "
-                                            "BUCKET_ENDPOINT_URL of the form https://BUCKET.s3.REGION.amazonaws.com)")
+        raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or name the bucket "
+                                            "in BUCKET_ENDPOINT_URL: https://BUCKET.s3.REGION.amazonaws.com or "
+                                            "https://HOST/BUCKET)")
     return mode, bucket
 
 
@@ -183,7 +186,7 @@ def check_output_target(job: Job, target: tuple[str, str | None], ctx: JobContex
         check_s3_target(s3_client(ctx.runtime.fetch_settings), bucket, prefix)
 
 
-def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict]:
+def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict[str, Any]]:
     s, spec = ctx.runtime.settings.output, job.output
     mode, bucket = target
     if mode == "s3" and bucket:
@@ -208,7 +211,7 @@ def _cleanup(ctx: JobContext, client: ComfyClient | None, prompt_id: str | None)
             pass
 
 
-def run_workflow(job: Job, ctx: JobContext) -> dict:
+def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
     """parse (done) → load workflow → apply and validate params → output target → plan models → read input
     images → fetch models → upload → queue → follow → deliver. Nothing is downloaded or uploaded before
     every check that needs no download has passed."""
@@ -237,6 +240,10 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
         checked = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         target = output_target(job, ctx)
         check_output_target(job, target, ctx)
+        input_dir, output_dir = rt.io_dirs()
+        coming = {item.name for item in job.images} | ({"start.png"} if "image" in params else set())
+        check_input_files(checked, rt.object_info(client) if client else None,
+                          {"input": input_dir, "output": output_dir, "temp": rt.settings.base_dir / "temp"}, coming)
         plan = plan_models(checked, ctx)
         inputs = read_inputs(job, ctx)
         models = fetch_models(plan, ctx)
@@ -248,7 +255,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
         graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         graph = _rename_inputs(graph, renames)
         t1 = time.monotonic()
-        prompt_id = client.queue_prompt(graph)
+        prompt_id = client.queue_prompt(graph, api_key=job.comfy_org_api_key or rt.settings.comfy_org_api_key)
         ctx.report({"stage": "queued", "prompt_id": prompt_id})
 
         def on_progress(p: Progress) -> None:
@@ -260,22 +267,28 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
         comfy_s = comfy_execution_seconds(entry)
         if comfy_s is not None:
             ctx.timings["comfy_execution_s"] = comfy_s
+        warnings = lora_reports.check(entry)  # a LoRA that applied to nothing fails the job here
         files = _collect(entry, ctx)
-        delivered = _deliver(job, target, files, ctx)
+        images, described = out.answer_outputs(_deliver(job, target, files, ctx))
         ctx.timings["total_s"] = round(time.monotonic() - t0, 3)
-        return {"status": "success", "prompt_id": prompt_id, "outputs": delivered, "images": delivered,
-                "models": models, "timings": ctx.timings}
+        answer = {"status": "success", "prompt_id": prompt_id, "images": images, "outputs": described,
+                  "models": models, "timings": ctx.timings}
+        loras = lora_reports.reports(entry)
+        answer |= ({"loras": loras} if loras else {}) | ({"warnings": warnings} if warnings else {})
+        out.check_answer_size(answer, rt.settings.output.max_base64_bytes)
+        return answer
     finally:
         _cleanup(ctx, client, prompt_id)
 
 
-def run_action(job: Job, ctx: JobContext) -> dict:
+def run_action(job: Job, ctx: JobContext) -> dict[str, Any]:
     """``status`` / ``prefetch`` / ``verify`` / ``doctor``: the storage checks, from model_fetch."""
     rt = ctx.runtime
     fs, store = rt.fetch_settings, rt.store()
     try:
         if job.action == "status":
-            answer = {"status": "success", "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
+            answer: dict[str, Any] = {"status": "success",
+                                      "files": [f.as_dict() for f in model_fetch.status(settings=fs, store=store)]}
             if rt.gpu is not None and rt.gpu.info is not None:
                 answer["gpu"] = asdict(rt.gpu.info)
             return answer
@@ -294,15 +307,16 @@ def run_action(job: Job, ctx: JobContext) -> dict:
     raise InvalidInput("action", f"unknown action {job.action!r}")
 
 
-def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str = "local") -> dict:
+def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str = "local") -> dict[str, Any]:
     """Answer one job: a result dict, or ``{"error", "code", ...}``. Never raises, never hangs."""
     ctx = JobContext(runtime, report or (lambda _: None), job_id)
     try:
         job = parse_job(raw, runtime.settings)
         return run_workflow(job, ctx) if job.action == "run" else run_action(job, ctx)
     except WorkerError as exc:
-        log.warning("job %s failed: %s (%s)", job_id, exc.message, exc.code)
-        return exc.to_answer()
+        answer = exc.to_answer()
+        log.warning("job %s failed: %s (%s)", job_id, answer["error"], exc.code)
+        return answer
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a structured answer, never a traceback
         log.exception("job %s: unexpected error", job_id)
         return {"error": f"internal error: {type(exc).__name__}", "code": "internal_error"}

@@ -25,7 +25,7 @@ class WidgetSlot:
     extra: bool = False  # control_after_generate / control_filter_list
 
 
-def is_widget_input(spec: list) -> bool:
+def is_widget_input(spec: list[Any]) -> bool:
     kind, opts = _kind(spec), _opts(spec)
     return (opts.get("widgetType") or kind) in WIDGET_TYPES and not opts.get("forceInput")
 
@@ -35,12 +35,12 @@ def _kind(spec: Any) -> str:
     return "COMBO" if isinstance(head, list) else str(head)
 
 
-def _opts(spec: Any) -> dict:
+def _opts(spec: Any) -> dict[str, Any]:
     opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 else None
     return opts if isinstance(opts, dict) else {}
 
 
-def ordered_specs(info: dict) -> list[tuple[str, list, bool]]:
+def ordered_specs(info: dict[str, Any]) -> list[tuple[str, list[Any], bool]]:
     """``(name, spec, optional)`` in the frontend's order, with the inputs the frontend adds."""
     inputs = info.get("input") or {}
     required = dict(inputs.get("required") or {})
@@ -64,7 +64,7 @@ def ordered_specs(info: dict) -> list[tuple[str, list, bool]]:
     return out + [(k, v, o) for k, (v, o) in specs.items() if k not in seen]
 
 
-def widget_slots(info: dict) -> list[WidgetSlot]:
+def widget_slots(info: dict[str, Any]) -> list[WidgetSlot]:
     """Every ``widgets_values`` position of a node of this definition, in order."""
     slots: list[WidgetSlot] = []
     for name, spec, _ in ordered_specs(info):
@@ -86,7 +86,7 @@ def widget_slots(info: dict) -> list[WidgetSlot]:
     return slots
 
 
-def _default(kind: str, spec: list) -> Any:
+def _default(kind: str, spec: list[Any]) -> Any:
     opts = _opts(spec)
     if "default" in opts:
         return opts["default"]
@@ -97,7 +97,7 @@ def _default(kind: str, spec: list) -> Any:
 
 
 
-def migrate_values(info: dict, slots: list[WidgetSlot], values: list) -> list:
+def migrate_values(info: dict[str, Any], slots: list[WidgetSlot], values: list[Any]) -> list[Any]:
     """The frontend's ``migrateWidgetsValues``: drop values saved for forceInput inputs by old versions."""
     names = {s.name for s in slots}
     specs = [(n, s) for n, s, _ in ordered_specs({**info, "input_order": None})

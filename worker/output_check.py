@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from .errors import OutputUnavailable
 from .outputs import join_key
@@ -18,7 +19,7 @@ def _error_code(exc: BaseException) -> str | None:
     return (response or {}).get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
-def check_s3_target(client, bucket: str, prefix: str) -> None:
+def check_s3_target(client: Any, bucket: str, prefix: str) -> None:  # boto3 ships no types
     """Raise ``OutputUnavailable`` (with ``reason``: ``credentials``, ``bucket`` or ``unreachable``) unless
     ``client`` may write under ``s3://bucket/prefix``. The probe object is removed again (a failed delete is
     only logged: a bucket may allow writes and not deletes)."""

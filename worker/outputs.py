@@ -6,12 +6,12 @@ Presigned URLs are returned to the caller and never logged.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import mimetypes
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 from .errors import OutputTooLarge, OutputUploadFailed
 
@@ -32,17 +32,9 @@ class OutputFile:
     def content_type(self) -> str:
         return mimetypes.guess_type(self.filename)[0] or "application/octet-stream"
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "kind": self.kind, "filename": self.filename, "subfolder": self.subfolder,
                 "content_type": self.content_type, "size": self.path.stat().st_size}
-
-
-def bucket_of_endpoint(endpoint_url: str | None) -> str | None:
-    """The bucket of a virtual-hosted-style endpoint (``https://BUCKET.s3.REGION.amazonaws.com``), as
-    runpod's upload utility and worker-comfyui expect ``BUCKET_ENDPOINT_URL``; else None."""
-    host = urlsplit(endpoint_url or "").hostname or ""
-    match = re.match(r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\.s3[.-]", host)
-    return match.group(1) if match else None
 
 
 def join_key(*parts: str) -> str:
@@ -54,17 +46,21 @@ def encoded_size(files: list[OutputFile]) -> int:
     return sum(4 * -(-f.path.stat().st_size // 3) for f in files)
 
 
-def as_base64(files: list[OutputFile], limit: int) -> list[dict]:
-    """Inline outputs; refuse (suggesting S3) when their base64 would exceed ``limit`` bytes."""
+def _too_large(what: str, size: int, limit: int) -> OutputTooLarge:
+    return OutputTooLarge(f"{what} {size / 1e6:.1f} MB, over the {limit / 1e6:g} MB limit of an answer "
+                          f'(WORKER_MAX_BASE64_MB); use "output": {{"mode": "s3"}} with a bucket '
+                          f"(BUCKET_ENDPOINT_URL and credentials)", size=size, limit=limit)
+
+
+def as_base64(files: list[OutputFile], limit: int) -> list[dict[str, Any]]:
+    """Inline outputs; refuse (suggesting S3) when their base64 alone would exceed ``limit`` bytes."""
     total = encoded_size(files)
     if total > limit:
-        raise OutputTooLarge(f"outputs are {total / 1e6:.1f} MB as base64, over the {limit / 1e6:.0f} MB payload limit; "
-                             f'use "output": {{"mode": "s3"}} with a bucket (BUCKET_ENDPOINT_URL and credentials)',
-                             size=total, limit=limit)
+        raise _too_large("the outputs are", total, limit)
     return [{**f.describe(), "type": "base64", "data": base64.b64encode(f.path.read_bytes()).decode()} for f in files]
 
 
-def to_s3(files: list[OutputFile], client, bucket: str, prefix: str, expires_in: int) -> list[dict]:
+def to_s3(files: list[OutputFile], client: Any, bucket: str, prefix: str, expires_in: int) -> list[dict[str, Any]]:
     """Multipart upload (content type set) and a presigned GET URL per file."""
     from model_fetch import s3_upload
 
@@ -80,3 +76,17 @@ def to_s3(files: list[OutputFile], client, bucket: str, prefix: str, expires_in:
         log.info("uploaded %s to s3://%s/%s", f.filename, bucket, key)
         out.append({**f.describe(), "type": "s3_url", "data": url, "bucket": bucket, "key": key, "expires_in": expires_in})
     return out
+
+
+def answer_outputs(delivered: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(images, outputs)`` of an answer, each file's data once: ``images`` in worker-comfyui's shape
+    (``filename``, ``type``, ``data``, with our fields beside them); ``outputs`` describes the same files
+    without ``data``, each naming its entry in ``images`` by ``image`` (index)."""
+    return delivered, [{k: v for k, v in d.items() if k != "data"} | {"image": i} for i, d in enumerate(delivered)]
+
+
+def check_answer_size(answer: dict[str, Any], limit: int) -> None:
+    """Refuse an answer whose JSON (as RunPod sends it) exceeds ``limit`` bytes."""
+    size = len(json.dumps(answer).encode())
+    if size > limit:
+        raise _too_large("the answer is", size, limit)

@@ -12,6 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import model_fetch
 
@@ -30,7 +31,7 @@ class Runtime:
     settings: WorkerSettings
     fetch_settings: model_fetch.Settings = field(default_factory=model_fetch.Settings.from_env)
     process: ComfyProcess | None = None
-    _object_info: dict | None = None
+    _object_info: dict[str, Any] | None = None
     gpu: GpuCheck | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,7 +89,8 @@ class Runtime:
                                           env=self.comfy_env(),
                                           host=self.settings.host,
                                           port=self.settings.port, cpu=self.settings.cpu,
-                                          extra_args=list(self.settings.comfy_args),
+                                          extra_args=([] if self.settings.output.metadata else ["--disable-metadata"])
+                                          + list(self.settings.comfy_args),
                                           log_rate=self.settings.comfy_log_rate))
 
     def check_gpu(self) -> GpuCheck:
@@ -121,7 +123,7 @@ class Runtime:
     def alive(self) -> bool:
         return self.process is not None and self.process.alive()
 
-    def object_info(self, client: ComfyClient) -> dict:
+    def object_info(self, client: ComfyClient) -> dict[str, Any]:
         if self._object_info is None:
             self._object_info = client.object_info()
         return self._object_info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import requests
 
@@ -37,7 +39,7 @@ def _die_with_parent() -> None:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -73,7 +75,7 @@ class ComfyProcess:
     def __init__(self, settings: ComfySettings) -> None:
         self.settings = settings
         self.port = settings.port or free_port(settings.host)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.pump: LogPump | None = None
         self.log_path = settings.base_dir / "comfyui.log"
         self.starts = 0
@@ -104,7 +106,8 @@ class ComfyProcess:
         self.proc = subprocess.Popen(self.command(), cwd=self.settings.comfyui_dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        self.pump = LogPump(self.proc.stdout, open(self.log_path, "ab"), self.settings.log_rate).start()
+        stdout = cast(io.BufferedReader, self.proc.stdout)  # stdout=PIPE, buffered: a BufferedReader
+        self.pump = LogPump(stdout, open(self.log_path, "ab"), self.settings.log_rate).start()
         self.starts += 1
 
     def alive(self) -> bool:

@@ -36,7 +36,8 @@ def process_dynamic_prompt(text: str, rng: random.Random | None = None) -> str:
 
     def block(top: bool) -> str:  # top: the whole text; else one {a|b} block, up to its '}'
         nonlocal pos
-        options, current, depth = [], "", 0
+        options: list[str] = []
+        current, depth = "", 0
         while pos < len(text):
             ch, pos = text[pos], pos + 1
             if ch == "\\":
@@ -73,15 +74,15 @@ class _Value:
 class _Graph:
     """One graph level: the root or a subgraph instance's definition, with its id path."""
 
-    nodes: dict[str, dict]
-    links: dict[str, dict]
+    nodes: dict[str, dict[str, Any]]
+    links: dict[str, dict[str, Any]]
     path: tuple[str, ...] = ()
-    instance: dict | None = None  # the subgraph node this level lives in
+    instance: dict[str, Any] | None = None  # the subgraph node this level lives in
     parent: _Graph | None = None
-    inputs: list[dict] = field(default_factory=list)  # subgraph definition inputs
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # subgraph definition inputs
 
 
-def _links(raw: Any, where: str) -> dict[str, dict]:
+def _links(raw: Any, where: str) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, list):
         raise InvalidInput("workflow", f"{where}: 'links' must be a list")
     out = {}
@@ -95,7 +96,7 @@ def _links(raw: Any, where: str) -> dict[str, dict]:
     return out
 
 
-def _nodes(raw: Any, where: str) -> dict[str, dict]:
+def _nodes(raw: Any, where: str) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, list):
         raise InvalidInput("workflow", f"{where}: 'nodes' must be a list")
     out = {}
@@ -126,9 +127,9 @@ def _valid(a: Any, b: Any) -> bool:
 
 
 class _Converter:
-    def __init__(self, ui: dict, object_info: dict, rng: random.Random | None) -> None:
+    def __init__(self, ui: dict[str, Any], object_info: dict[str, Any], rng: random.Random | None) -> None:
         self.info, self.rng = object_info, rng or random.Random()
-        self.subgraphs: dict[str, dict] = {}
+        self.subgraphs: dict[str, dict[str, Any]] = {}
         defs = ui.get("definitions")
         for sub in (defs.get("subgraphs") or [] if isinstance(defs, dict) else []):
             if isinstance(sub, dict) and sub.get("id"):
@@ -137,12 +138,12 @@ class _Converter:
         self.group_nodes = set(groups) if isinstance(groups, dict) else set()
         self.root = _Graph(_nodes(ui.get("nodes"), "workflow"), _links(ui.get("links"), "workflow"))
         self.overrides: dict[str, dict[str, Any]] = {}  # exec id -> widget -> value (primitives, proxies)
-        self.all_nodes: list[tuple[_Graph, dict]] = []
+        self.all_nodes: list[tuple[_Graph, dict[str, Any]]] = []
 
-    def exec_id(self, g: _Graph, node: dict) -> str:
+    def exec_id(self, g: _Graph, node: dict[str, Any]) -> str:
         return ":".join((*g.path, str(node["id"])))
 
-    def visit(self, seen: set, g: _Graph, node: dict, slot: tuple) -> None:
+    def visit(self, seen: set[Any], g: _Graph, node: dict[str, Any], slot: tuple[Any, ...]) -> None:
         key = (g.path, str(node["id"]), *slot)
         if key in seen:
             raise InvalidInput("workflow", f"circular link through node {self.exec_id(g, node)}")
@@ -162,14 +163,14 @@ class _Converter:
                 self.promote(inner, node)
                 self.walk(inner, depth + 1)
 
-    def inner(self, g: _Graph, node: dict) -> _Graph:
+    def inner(self, g: _Graph, node: dict[str, Any]) -> _Graph:
         """The graph level inside subgraph node ``node``."""
         sub = self.subgraphs[node["type"]]
         where = f"subgraph '{sub.get('name') or node['type']}'"
         return _Graph(_nodes(sub.get("nodes"), where), _links(sub.get("links"), where), (*g.path, str(node["id"])),
                       node, g, list(sub.get("inputs") or []))
 
-    def promote(self, inner: _Graph, node: dict) -> None:
+    def promote(self, inner: _Graph, node: dict[str, Any]) -> None:
         """Proxy widgets of a subgraph node whose values live on inner nodes."""
         proxies = (node.get("properties") or {}).get("proxyWidgets")
         values = node.get("widgets_values")
@@ -192,7 +193,7 @@ class _Converter:
             while stack:
                 link = g.links.get(str(stack.pop()))
                 target = g.nodes.get(str(link.get("target_id"))) if link else None
-                if target is None or str(link["id"]) in seen:
+                if link is None or target is None or str(link["id"]) in seen:
                     continue
                 seen.add(str(link["id"]))
                 if target["type"] in REROUTES:
@@ -203,7 +204,7 @@ class _Converter:
                 if isinstance(widget, dict) and widget.get("name"):
                     self.overrides.setdefault(self.exec_id(g, target), {})[widget["name"]] = values[0]
 
-    def resolve_input(self, g: _Graph, node: dict, index: int, want: Any, seen: set) -> Any:
+    def resolve_input(self, g: _Graph, node: dict[str, Any], index: int, want: Any, seen: set[Any]) -> Any:
         """``(origin exec id, slot)``, ``("widget", value)`` or None, like ``ExecutableNodeDTO.resolveInput``."""
         self.visit(seen, g, node, ("I", index))
         inputs = node.get("inputs") or []
@@ -221,13 +222,16 @@ class _Converter:
             raise InvalidInput("workflow", f"link {link['id']} starts at missing node {link.get('origin_id')}")
         return self.resolve_output(g, origin, int(link.get("origin_slot") or 0), want, seen)
 
-    def from_subgraph_input(self, g: _Graph, slot: int, seen: set) -> Any:
+    def from_subgraph_input(self, g: _Graph, slot: int, seen: set[Any]) -> Any:
+        instance, parent = g.instance, g.parent
+        if instance is None or parent is None:  # the root graph has no subgraph inputs
+            return None
         name = g.inputs[slot].get("name") if slot < len(g.inputs) else None
-        outer_inputs = g.instance.get("inputs") or []
+        outer_inputs = instance.get("inputs") or []
         index = next((i for i, inp in enumerate(outer_inputs) if inp.get("name") == name), None)
         if index is not None and outer_inputs[index].get("link") is not None:
-            return self.resolve_input(g.parent, g.instance, index, None, seen)
-        values, proxies = g.instance.get("widgets_values"), (g.instance.get("properties") or {}).get("proxyWidgets")
+            return self.resolve_input(parent, instance, index, None, seen)
+        values, proxies = instance.get("widgets_values"), (instance.get("properties") or {}).get("proxyWidgets")
         if isinstance(proxies, list):
             pos = next((i for i, p in enumerate(proxies) if p == ["-1", name]), None)
         else:
@@ -237,7 +241,7 @@ class _Converter:
             return _Value(values[pos])
         return None
 
-    def feeds_widget(self, g: _Graph, sub_input: dict) -> bool:
+    def feeds_widget(self, g: _Graph, sub_input: dict[str, Any]) -> bool:
         for lid in sub_input.get("linkIds") or []:
             link = g.links.get(str(lid)) or {}
             target = g.nodes.get(str(link.get("target_id"))) or {}
@@ -245,17 +249,17 @@ class _Converter:
                 return True
         return False
 
-    def resolve_output(self, g: _Graph, node: dict, slot: int, want: Any, seen: set) -> Any:
+    def resolve_output(self, g: _Graph, node: dict[str, Any], slot: int, want: Any, seen: set[Any]) -> Any:
         self.visit(seen, g, node, ("O", slot))
         if node.get("mode") == BYPASS:
             index = self.bypass_input(node, slot, want)
             return None if index < 0 else self.resolve_input(g, node, index, None, seen)
         if node["type"] in self.subgraphs:
             inner = self.inner(g, node)
-            link = next((l for l in inner.links.values()
-                         if l.get("target_id") == SUBGRAPH_OUTPUT and l.get("target_slot") == slot), None)
+            link = next((ln for ln in inner.links.values()
+                         if ln.get("target_id") == SUBGRAPH_OUTPUT and ln.get("target_slot") == slot), None)
             origin = inner.nodes.get(str((link or {}).get("origin_id")))
-            if origin is None:
+            if link is None or origin is None:
                 return None
             return self.resolve_output(inner, origin, int(link.get("origin_slot") or 0), want, seen)
         if node["type"] in REROUTES:
@@ -265,7 +269,7 @@ class _Converter:
         return (self.exec_id(g, node), slot)
 
     @staticmethod
-    def bypass_input(node: dict, slot: int, want: Any) -> int:
+    def bypass_input(node: dict[str, Any], slot: int, want: Any) -> int:
         """Which input a bypassed node passes to output ``slot`` (the frontend's type matching)."""
         inputs, outputs = node.get("inputs") or [], node.get("outputs") or []
         if want in ("*", "", None):
@@ -277,7 +281,7 @@ class _Converter:
         same = [i for i, inp in enumerate(inputs) if inp.get("type") == want]
         return same[0] if same else fits.index(True) if True in fits else -1
 
-    def widget_values(self, g: _Graph, node: dict, info: dict, serialize: bool = True) -> dict[str, Any]:
+    def widget_values(self, g: _Graph, node: dict[str, Any], info: dict[str, Any], serialize: bool = True) -> dict[str, Any]:
         """Widget name -> value as the API gets it (``serialize``) or as the widget holds it."""
         slots = widget_slots({**info, "name": info.get("name") or node["type"]})
         raw = node.get("widgets_values")
@@ -305,7 +309,7 @@ class _Converter:
 
     def replace_text(self, text: str) -> str:
         """The frontend's ``%date:fmt%`` and ``%Node.widget%`` (S&R name first, then title) replacements."""
-        def one(m: re.Match) -> str:
+        def one(m: re.Match[str]) -> str:
             parts = m.group(1).split(".")
             if len(parts) != 2:
                 return _format_date(parts[0][5:], _dt.datetime.now()) if parts[0].startswith("date:") else m.group(0)
@@ -318,10 +322,10 @@ class _Converter:
             return re.sub(r'[/?<>\\:*|"\x00-\x1f\x7f]', "_", _js_str(values[parts[1]]))
         return re.sub(r"%([^%]+)%", one, text)
 
-    def convert(self) -> dict[str, dict]:
+    def convert(self) -> dict[str, dict[str, Any]]:
         self.walk(self.root)
         self.apply_primitives()
-        prompt: dict[str, dict] = {}
+        prompt: dict[str, dict[str, Any]] = {}
         for g, node in self.all_nodes:
             kind = node["type"]
             if node.get("mode") in (MUTED, BYPASS) or kind in FRONTEND_ONLY or kind in REROUTES \
@@ -354,7 +358,8 @@ def is_ui_workflow(graph: Any) -> bool:
     return isinstance(graph, dict) and isinstance(graph.get("nodes"), list) and isinstance(graph.get("links"), list)
 
 
-def ui_to_api(ui_graph: dict, object_info: dict, rng: random.Random | None = None) -> dict[str, dict]:
+def ui_to_api(ui_graph: dict[str, Any], object_info: dict[str, Any] | None,
+              rng: random.Random | None = None) -> dict[str, dict[str, Any]]:
     """Convert a UI-format workflow to an API prompt using ComfyUI's ``/object_info``.
 
     ``rng`` drives ``{a|b}`` choices in dynamic prompts. Raises ``InvalidInput("workflow", ...)``.

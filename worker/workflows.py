@@ -38,8 +38,8 @@ ROUNDING = {"floor": math.floor, "ceil": math.ceil, "nearest": lambda x: math.fl
 class LoadedWorkflow:
     """An API-format graph, the parameter map that applies to it (or None), and where it came from."""
 
-    graph: dict[str, dict]
-    param_map: dict | None
+    graph: dict[str, dict[str, Any]]
+    param_map: dict[str, Any] | None
     name: str | None  # the saved workflow it is (by name) or matches (inline)
     source: str  # "name", "api" or "ui"
 
@@ -68,13 +68,13 @@ def _read_json(path: Path, field: str) -> Any:
         raise InvalidInput(field, f"cannot read {path.name}: {exc}") from None
 
 
-def load_param_map(name: str, workflows_dir: Path | None = None) -> dict | None:
+def load_param_map(name: str, workflows_dir: Path | None = None) -> dict[str, Any] | None:
     """The parameter map saved beside workflow ``name``, or None."""
     path = _dir(workflows_dir) / f"{name}.params.json"
     return _read_json(path, "workflow") if path.is_file() else None
 
 
-def check_api_graph(graph: Any, field: str = "workflow") -> dict[str, dict]:
+def check_api_graph(graph: Any, field: str = "workflow") -> dict[str, dict[str, Any]]:
     """``graph`` if it is an API-format prompt (``{id: {class_type, inputs}}``), else InvalidInput."""
     if not isinstance(graph, dict) or not graph:
         raise InvalidInput(field, "must be a non-empty API-format graph {node_id: {class_type, inputs}} "
@@ -88,7 +88,7 @@ def check_api_graph(graph: Any, field: str = "workflow") -> dict[str, dict]:
     return graph
 
 
-def load_workflow(source: str | dict, object_info: dict | None = None,
+def load_workflow(source: str | dict[str, Any], object_info: dict[str, Any] | None = None,
                   workflows_dir: Path | None = None) -> LoadedWorkflow:
     """Load a saved workflow by name, or take an inline API/UI graph; always return API format.
 
@@ -108,7 +108,7 @@ def load_workflow(source: str | dict, object_info: dict | None = None,
     return LoadedWorkflow(graph, None, None, kind)
 
 
-def _load_named(name: str, object_info: dict | None, workflows_dir: Path | None) -> LoadedWorkflow:
+def _load_named(name: str, object_info: dict[str, Any] | None, workflows_dir: Path | None) -> LoadedWorkflow:
     known = list_workflows(workflows_dir)
     if not NAME_RE.match(name) or name not in known:
         shown = name if len(name) <= 80 else name[:77] + "..."
@@ -126,7 +126,7 @@ def _load_named(name: str, object_info: dict | None, workflows_dir: Path | None)
 
 
 # -- parameters -------------------------------------------------------------------------------------
-def validate_param(name: str, spec: dict, value: Any) -> Any:
+def validate_param(name: str, spec: dict[str, Any], value: Any) -> Any:
     """``value`` checked against the map entry ``spec`` (type, bounds); returns the normalised value."""
     field, kind = f"params.{name}", spec.get("type")
     if kind == "integer":
@@ -162,7 +162,7 @@ def validate_param(name: str, spec: dict, value: Any) -> Any:
     return value
 
 
-def target_value(spec: dict, target: dict, value: Any) -> Any:
+def target_value(spec: dict[str, Any], target: dict[str, Any], value: Any) -> Any:
     """The value a target receives: ``value``, or ``value * scale`` rounded (integers) per the target."""
     if "scale" not in target:
         return value
@@ -176,7 +176,7 @@ def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
-def apply_params(api_graph: dict, param_map: dict | None, params: dict | None) -> dict:
+def apply_params(api_graph: dict[str, Any], param_map: dict[str, Any] | None, params: dict[str, Any] | None) -> dict[str, Any]:
     """A copy of ``api_graph`` with ``params`` set on their targets; ``api_graph`` is never changed."""
     if params is not None and not isinstance(params, dict):
         raise InvalidInput("params", "must be an object")
@@ -234,7 +234,7 @@ def _map_problems(param_map: Any) -> list[str]:
     return problems
 
 
-def check_param_map(api_graph: dict, param_map: dict, check_defaults: bool = True) -> list[str]:
+def check_param_map(api_graph: dict[str, Any], param_map: dict[str, Any], check_defaults: bool = True) -> list[str]:
     """Problems between a parameter map and the graph it is for; empty when they fit.
 
     Every target node must exist with the recorded class and title and have the input (not a link);
@@ -266,7 +266,7 @@ def check_param_map(api_graph: dict, param_map: dict, check_defaults: bool = Tru
     return problems
 
 
-def _hint(api_graph: Any, target: dict) -> str:
+def _hint(api_graph: Any, target: dict[str, Any]) -> str:
     for node_id, node in (api_graph.items() if isinstance(api_graph, dict) else []):
         if isinstance(node, dict) and node.get("class_type") == target["class_type"] \
                 and (node.get("_meta") or {}).get("title") == target["title"]:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 import gguf
 import torch
 
+from .errors import GGUFFormatError, QuantTypeUnsupported
+
 QType = gguf.GGMLQuantizationType
 QK_K = 256
 
@@ -34,8 +36,8 @@ FLOAT_TYPES: dict[QType, torch.dtype] = {
 CPU_CHUNK_VALUES = 1 << 20
 
 
-class UnsupportedQuantType(ValueError):
-    """A GGUF tensor uses a GGML type this pack cannot dequantize."""
+class UnsupportedQuantType(QuantTypeUnsupported):
+    """A GGUF tensor uses a GGML type this pack cannot dequantize (code ``quant_type_unsupported``)."""
 
     def __init__(self, qtype: object, tensor: str | None = None) -> None:
         name = getattr(qtype, "name", None) or repr(qtype)
@@ -187,7 +189,7 @@ def as_qtype(qtype: QType | int | str) -> QType:
     """Normalise an enum member, its integer id or its name; raise UnsupportedQuantType if unknown."""
     try:
         if isinstance(qtype, str):
-            return QType[qtype]
+            return QType.__members__[qtype]
         return QType(int(qtype))
     except (KeyError, ValueError):
         raise UnsupportedQuantType(qtype) from None
@@ -210,7 +212,7 @@ def packed_row_bytes(row_length: int, qtype: QType | int) -> int:
     """Bytes one row of ``row_length`` values takes in ``qtype``."""
     block_size, type_size = block_layout(qtype)
     if row_length % block_size:
-        raise ValueError(f"row length {row_length} is not a multiple of the {as_qtype(qtype).name} block size {block_size}")
+        raise GGUFFormatError(f"row length {row_length} is not a multiple of the {as_qtype(qtype).name} block size {block_size}")
     return row_length // block_size * type_size
 
 
@@ -235,7 +237,7 @@ def dequantize(packed: torch.Tensor, qtype: QType | int, shape: Sequence[int],
     blocks = packed.contiguous().view(torch.uint8).view(-1, type_size)
     n_blocks = blocks.shape[0]
     if n_blocks * block_size != _numel(shape):
-        raise ValueError(f"{qtype.name} data holds {n_blocks * block_size} values, shape {shape} needs {_numel(shape)}")
+        raise GGUFFormatError(f"{qtype.name} data holds {n_blocks * block_size} values, shape {shape} needs {_numel(shape)}")
     if out is None:
         out = torch.empty(shape, dtype=dtype, device=packed.device)
     flat = out.view(n_blocks, block_size)

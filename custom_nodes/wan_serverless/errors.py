@@ -51,3 +51,22 @@ class UnsupportedTextEncoder(PackError, ValueError):
     """A text encoder file/type combination this pack cannot load."""
 
     code = "text_encoder_unsupported"
+
+
+class GGUFFormatError(PackError, ValueError):
+    """The file is not a GGUF this pack can read, or its metadata or data is inconsistent."""
+
+    code = "gguf_invalid"
+
+
+class UnsupportedModel(PackError, ValueError):
+    """The GGUF is readable but holds a model this loader cannot build."""
+
+    code = "model_unsupported"
+
+
+class QuantTypeUnsupported(PackError, ValueError):
+    """A GGUF tensor uses a GGML type this pack cannot dequantize (``dequant.UnsupportedQuantType``
+    builds the message, with the supported types)."""
+
+    code = "quant_type_unsupported"

@@ -1,9 +1,9 @@
 """Where fetch on first use gets model_fetch, its settings and its store inside ComfyUI.
 
-Import: ``model_fetch`` as installed (``pip install -e .``); failing that, from the repository this
-pack is linked from (``<repo>/custom_nodes/wan_serverless`` -> ``<repo>`` is put on ``sys.path``).
-When neither works, fetch on first use is off: one log line says why, and the loaders keep
-working on files that are on disk.
+Import: ``model_fetch`` as an installed package, the ``model-fetch`` requirement of the pack's
+requirements.txt (in this repository's environments the repository itself is installed). Never
+through ``sys.path``. When it is missing, fetch on first use is off: one log line says why, and
+the loaders keep working on files that are on disk.
 
 Store (the models roots model_fetch reads and writes):
 
@@ -22,40 +22,33 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model_fetch import Settings, Store
 
 log = logging.getLogger(__name__)
 
-#: The repository root when this pack sits at ``<repo>/custom_nodes/wan_serverless`` (symlinks resolved).
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Where the pack's requirements are, for the message when model_fetch is missing.
+REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
 
 
 def import_model_fetch() -> tuple[ModuleType | None, str | None]:
-    """``(model_fetch, None)``, or ``(None, why not)`` when it cannot be imported."""
+    """``(model_fetch, None)``, or ``(None, why not)`` when it is not installed (or its imports fail)."""
     try:
         import model_fetch
 
         return model_fetch, None
     except ImportError as exc:
-        error: ImportError = exc
-    if (REPO_ROOT / "model_fetch" / "__init__.py").is_file() and str(REPO_ROOT) not in sys.path:
-        sys.path.append(str(REPO_ROOT))
-        try:
-            import model_fetch
-
-            log.info("model_fetch imported from the repository at %s", REPO_ROOT)
-            return model_fetch, None
-        except ImportError as exc:
-            error = exc
-    missing = getattr(error, "name", None) or str(error)
-    return None, (f"model_fetch cannot be imported ({type(error).__name__}: {missing}); install it with "
-                  f"`pip install -e <repo>` in ComfyUI's Python environment")
+        missing = getattr(exc, "name", None) or str(exc)
+        return None, (f"model_fetch cannot be imported ({type(exc).__name__}: {missing}); install the pack's "
+                      f"requirements in ComfyUI's Python environment: pip install -r {REQUIREMENTS} "
+                      f"(docs/editor.md, 'Install into your ComfyUI')")
 
 
-def store_roots(settings: Any, comfy_models_dir: Path) -> list[Path]:
+def store_roots(settings: Settings, comfy_models_dir: Path) -> list[Path]:
     """The models roots of the pack's store, in search order (the first writable one is written to)."""
     if settings.models_dirs:
         return list(settings.models_dirs)
@@ -86,14 +79,15 @@ def register_roots(roots: list[Path], folders: dict[str, tuple[str, ...]]) -> li
     return added
 
 
-def make_store(mf: ModuleType) -> tuple[Any, Any]:
-    """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI."""
+def make_store() -> tuple[Settings, Store]:
+    """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI; call it after
+    ``import_model_fetch`` succeeded."""
     import folder_paths
 
-    from model_fetch import MODEL_FOLDERS
+    from model_fetch import MODEL_FOLDERS, Settings, Store
 
-    settings = mf.Settings.from_env()
-    store = mf.Store(store_roots(settings, Path(folder_paths.models_dir)))
+    settings = Settings.from_env()
+    store = Store(store_roots(settings, Path(folder_paths.models_dir)))
     added = register_roots(store.roots, MODEL_FOLDERS)
     log.info("model_fetch store: %s%s", ", ".join(map(str, store.roots)),
              f" ({len(added)} folder path(s) added to ComfyUI's search paths)" if added else "")

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def community_pack_reason(registered: Iterable[str], custom_node_dirs: Iterable[
     return None
 
 
-def compat_mappings(classes: dict[str, type], registered: Iterable[str], custom_node_dirs: Iterable[str],
+def compat_mappings(classes: dict[str, type[Any]], registered: Iterable[str], custom_node_dirs: Iterable[str],
                     own_dir: str | None = None) -> tuple[dict, dict]:
     """``(class mappings, display names)`` of the compatibility ``classes`` to register (empty when
     ComfyUI-GGUF is installed); display names are each class's ``TITLE``."""

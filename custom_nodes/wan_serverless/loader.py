@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import dequant, ops
+from .errors import GGUFFormatError, UnsupportedModel
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,6 @@ PLAIN_TYPES = {QType.I8: torch.int8, QType.I16: torch.int16, QType.I32: torch.in
                QType.F64: torch.float64}
 TEXT_ARCHS = {"t5", "t5encoder"}
 OTHER_TEXT_ARCHS = {"llama", "qwen2", "qwen2vl", "qwen3", "qwen3vl", "gemma", "gemma2", "gemma3", "bert", "clip"}
-
-
-class GGUFFormatError(ValueError):
-    """The file is not a GGUF this pack can read, or its metadata is inconsistent."""
-
-
-class UnsupportedModel(ValueError):
-    """The GGUF is readable but holds a model this loader cannot build."""
 
 
 @dataclass
@@ -58,9 +51,10 @@ class GGUFContents:
         return field_value(self.reader, name)
 
 
-def field_value(reader: gguf.GGUFReader, name: str):
-    """A metadata value as a Python object (str, int, float, bool, bytes-like list), or None."""
-    f = reader.get_field(name)
+def field_value(reader: gguf.GGUFReader | None, name: str):
+    """A metadata value as a Python object (str, int, float, bool, bytes-like list), or None (also
+    without a reader)."""
+    f = reader.get_field(name) if reader is not None else None
     if f is None:
         return None
     try:

@@ -16,6 +16,10 @@ and find their file with ``folder_paths.get_full_path`` (``get_full_path_or_rais
 
 Folders other packs register under their own names map to the manifest folder they share paths
 with (``unet_gguf`` of city96's ComfyUI-GGUF lists ``diffusion_models`` GGUF files).
+
+This module imports nothing of the pack: ``install`` is handed the function that returns the
+process's model source (``fetch.context``), so the fetch side may import ``original_full_path``
+without an import cycle.
 """
 
 from __future__ import annotations
@@ -24,10 +28,28 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from . import fetch
+if TYPE_CHECKING:
+    from model_fetch import FileProgress, ModelEntry
 
 log = logging.getLogger(__name__)
+
+
+class ModelSource(Protocol):
+    """What the hook needs of the pack's fetch (``fetch.PackFetch``): names, entries, a blocking fetch."""
+
+    def known_names(self, directory: str) -> list[str]: ...
+
+    def entry(self, folder: str, name: str) -> ModelEntry | None: ...
+
+    def fetch(self, entry: ModelEntry, on_progress: Callable[[FileProgress], None] | None = None,
+              on_poll: Callable[[], None] | None = None) -> Path: ...
+
+
+#: Returns the process's model source, or None when fetching is off (``fetch.context``).
+SourceGetter = Callable[[], "ModelSource | None"]
 
 #: Folder names third-party packs register for a manifest folder (city96's ComfyUI-GGUF).
 FOLDER_ALIASES = {"unet_gguf": "diffusion_models", "clip_gguf": "text_encoders"}
@@ -58,9 +80,8 @@ def _extensions(folder: str) -> set[str]:
     return {e.lower() for e in entry[1]} if entry else set()
 
 
-def fetchable_names(folder: str, on_disk: list[str]) -> list[str]:
+def fetchable_names(folder: str, on_disk: list[str], ctx: ModelSource | None) -> list[str]:
     """Names of ``folder`` that a source knows but that are not on disk, sorted."""
-    ctx = fetch.context()
     if ctx is None:
         return []
     wanted, have = _extensions(folder), set(on_disk)
@@ -68,26 +89,25 @@ def fetchable_names(folder: str, on_disk: list[str]) -> list[str]:
                   if name not in have and (not wanted or os.path.splitext(name)[1].lower() in wanted))
 
 
-def _progress_bar(entry) -> Callable[[object], None]:
+def _progress_bar(entry: ModelEntry) -> Callable[[FileProgress], None]:
     """A model_fetch progress callback driving the executing node's ComfyUI progress bar, in bytes."""
     import comfy.utils
 
     bar = comfy.utils.ProgressBar(entry.size or 1)
 
-    def update(progress) -> None:
+    def update(progress: FileProgress) -> None:
         total = progress.total or entry.size or max(progress.done, 1)
         bar.update_absolute(min(progress.done, total), total)
 
     return update
 
 
-def fetch_on_resolve(folder: str, name: str) -> str | None:
+def fetch_on_resolve(folder: str, name: str, ctx: ModelSource | None) -> str | None:
     """The path of ``name`` after fetching it for the executing node, or None when no source knows it."""
     import comfy.model_management
 
-    ctx = fetch.context()
     entry = ctx.entry(directory_of(folder), name) if ctx is not None else None
-    if entry is None:
+    if ctx is None or entry is None:
         return None
     log.info("'%s' is not on disk; fetching it into '%s' (fetch on first use)", name, entry.directory)
     fetched = ctx.fetch(entry, on_progress=_progress_bar(entry),
@@ -105,8 +125,9 @@ def _executing() -> bool:
     return get_executing_context() is not None and threading.current_thread() is not threading.main_thread()
 
 
-def install() -> None:
-    """Wrap ``folder_paths.get_filename_list`` and ``get_full_path`` (once per process)."""
+def install(context: SourceGetter) -> None:
+    """Wrap ``folder_paths.get_filename_list`` and ``get_full_path`` (once per process); ``context``
+    returns the model source (``fetch.context``), asked on every call."""
     import folder_paths
 
     if _original:
@@ -117,7 +138,7 @@ def install() -> None:
     def get_filename_list(folder_name: str) -> list[str]:
         names = list_original(folder_name)
         try:
-            return names + fetchable_names(folder_name, names)
+            return names + fetchable_names(folder_name, names, context())
         except Exception:  # noqa: BLE001 - a broken manifest must not break ComfyUI's lists
             log.exception("model_fetch: listing fetchable models of '%s' failed", folder_name)
             return names
@@ -126,7 +147,7 @@ def install() -> None:
         path = full_original(folder_name, filename)
         if path is not None or not _executing():
             return path
-        return fetch_on_resolve(folder_name, filename)
+        return fetch_on_resolve(folder_name, filename, context())
 
     get_filename_list.__doc__ = list_original.__doc__
     get_full_path.__doc__ = full_original.__doc__

@@ -71,8 +71,10 @@ def model_input(folder: str, extensions: Iterable[str]) -> tuple[list[str], dict
     on_disk = _on_disk(folder, wanted)
     missing = _fetchable(folder, wanted, on_disk)
     tooltip = f"Files in ComfyUI's '{folder}' folders."
-    if missing:
-        shown = ", ".join(f"{n} ({fetch.human_bytes(m['size'])})" for n, m in sorted(missing.items())[:8])
+    if missing:  # listed by model_fetch, so it imports
+        from model_fetch.errors import human_bytes
+
+        shown = ", ".join(f"{n} ({human_bytes(m['size'])})" for n, m in sorted(missing.items())[:8])
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
         tooltip += (f" Listed after them, marked {fetch.MARK}: {len(missing)} model(s) from the model_fetch "
                     f"manifest that are not downloaded yet and are fetched when the graph runs: {shown}{more}.")
@@ -80,7 +82,7 @@ def model_input(folder: str, extensions: Iterable[str]) -> tuple[list[str], dict
     return on_disk + sorted(missing), options
 
 
-def check_model(folder: str, name: str, extensions: Iterable[str]) -> bool | str:
+def check_model(folder: str, name: str | None, extensions: Iterable[str]) -> bool | str:
     """``VALIDATE_INPUTS`` for a model input: True when ``name`` is on disk or fetchable, else why not.
 
     ComfyUI 0.8.0 skips its own "value not in list" check for an input that ``VALIDATE_INPUTS``

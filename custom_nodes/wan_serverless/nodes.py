@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import ClassVar
 
 import folder_paths
@@ -21,7 +21,7 @@ import folder_paths
 import comfy.sd
 import comfy.utils
 
-from . import fetch, gguf_compat, text_encoder
+from . import fetch, gguf_compat, lora_report, text_encoder
 from .errors import ModelNotFound, UnsupportedTextEncoder  # noqa: F401  (raised by the loaders; tests name them here)
 from .models import check_model, list_models, model_input, resolve_model  # noqa: F401  (list_models: the pack's API)
 
@@ -33,12 +33,16 @@ FETCH_NOTE = f"Models marked {fetch.MARK} are not on disk yet: the run downloads
 
 
 def load_diffusion_model(path: str):
-    """MODEL from a .gguf (kept quantized, see loader.py) or any file ComfyUI's own loader reads."""
+    """MODEL from a .gguf (kept quantized, see loader.py) or any file ComfyUI's own loader reads; the
+    file's name is recorded on the model for the LoRA report (lora_report.py)."""
     if path.lower().endswith(GGUF):
         from . import loader
 
-        return loader.load_unet(path)
-    return comfy.sd.load_diffusion_model(path)
+        model = loader.load_unet(path)
+    else:
+        model = comfy.sd.load_diffusion_model(path)
+    setattr(model.model, lora_report.SOURCE_ATTR, os.path.basename(path))
+    return model
 
 
 def load_wan_text_encoder(path: str):
@@ -47,8 +51,8 @@ def load_wan_text_encoder(path: str):
         from . import loader
 
         return loader.load_t5_encoder(path)
-    sd = comfy.utils.load_torch_file(path, safe_load=True)
-    return text_encoder.load_umt5(sd, model_options={})
+    sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    return text_encoder.load_umt5(sd, model_options={}, metadata=metadata)
 
 
 class ModelLoader:
@@ -59,7 +63,7 @@ class ModelLoader:
     FOLDER: ClassVar[str]
     INPUT: ClassVar[str]
     EXTENSIONS: ClassVar[set[str]]
-    LOAD: ClassVar[Callable[[str], object]]
+    LOAD: ClassVar[staticmethod[[str], object]]
     CATEGORY = CATEGORY
     FUNCTION = "load"
 

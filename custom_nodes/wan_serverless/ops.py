@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeGuard
 
 import torch
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 aten = torch.ops.aten
 
 #: Same shape as the record ComfyUI's ModelPatcher keeps in ``backup``.
-_Backup = collections.namedtuple("Dimension", ["weight", "inplace_update"])
+_Backup = collections.namedtuple("Dimension", ["weight", "inplace_update"])  # type: ignore[name-match]  # ComfyUI's own name
 
 
 class PackedTensor(torch.Tensor):
@@ -60,18 +61,18 @@ class PackedTensor(torch.Tensor):
         self.qtype = dequant.as_qtype(qtype)
         self.patches = patches
 
-    def __repr__(self, *, tensor_contents=None) -> str:
+    def __repr__(self, *, tensor_contents=None) -> str:  # type: ignore[override]  # torch's wrapper-subclass protocol, not its stubs
         return (f"PackedTensor({self.qtype.name}, shape={tuple(self.shape)}, dtype={self.dtype}, "
                 f"device={self.device}, packed_bytes={self.packed.nbytes}, patched={self.patches is not None})")
 
     @property
-    def nbytes(self) -> int:  # ComfyUI sizes models by nbytes: count what is really held
+    def nbytes(self) -> int:  # type: ignore[override]  # ComfyUI sizes models by nbytes: count what is really held
         return self.packed.nbytes
 
     def data_ptr(self) -> int:
         return self.packed.data_ptr()
 
-    def is_pinned(self) -> bool:
+    def is_pinned(self) -> bool:  # type: ignore[override]  # aten.is_pinned is answered for the packed storage
         return self.packed.is_pinned()
 
     def with_packed(self, packed: torch.Tensor, *, patches: Any = ...) -> PackedTensor:
@@ -95,10 +96,10 @@ class PackedTensor(torch.Tensor):
     def __tensor_unflatten__(inner, ctx, outer_size, outer_stride):
         return PackedTensor(inner["packed"], ctx["qtype"], ctx["shape"], ctx["dtype"], ctx["patches"])
 
-    __torch_function__ = torch._C._disabled_torch_function_impl
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]  # torch's wrapper-subclass protocol, not its stubs
 
     @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[override]  # torch's wrapper-subclass protocol, not its stubs
         kwargs = kwargs or {}
         handler = _HANDLERS.get(func)
         if handler is not None:
@@ -186,7 +187,7 @@ def _shallow_copy_compatible(a, b) -> bool:
     return type(a) is type(b)
 
 
-_HANDLERS = {
+_HANDLERS: dict[Any, Callable[..., Any]] = {
     aten.detach.default: _same,
     aten.alias.default: _same,
     aten._to_copy.default: _to_copy,
@@ -222,12 +223,17 @@ def materialize(weight: torch.Tensor | None, dtype: torch.dtype | None, device: 
     return values.to(dtype)
 
 
-def is_packed(t: object) -> bool:
+def is_packed(t: object) -> TypeGuard[PackedTensor]:
     return isinstance(t, PackedTensor)
 
 
 class PackedLayer:
     """Mixin for ComfyUI op layers: accept packed weights at load, dequantize them at run time."""
+
+    # What the mixin uses of the ComfyUI layer it precedes (declared for the type checker only).
+    weight: torch.Tensor | None
+    weight_function: list[Callable[[torch.Tensor], torch.Tensor]]
+    bias_function: list[Callable[[torch.Tensor], torch.Tensor]]
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -256,6 +262,8 @@ class PackedLayer:
         # ComfyUI's weight/bias functions (low-VRAM LoRA patches) add into the tensor they get: a plain
         # parameter must be copied first, or every call would patch the stored weight once more.
         weight = materialize(self.weight, dtype, device, non_blocking, copy=bool(self.weight_function))
+        if weight is None:
+            raise ValueError("a packed layer has no weight (its state dict did not bring one)")
         bias = materialize(getattr(self, "bias", None), dtype, device, non_blocking, copy=bool(self.bias_function))
         for f in self.weight_function:
             weight = f(weight)
@@ -284,9 +292,11 @@ class PackedOps(comfy.ops.manual_cast):
     class PackedConv(PackedLayer):
         """Conv1d/2d/3d: torch's own ``_conv_forward`` on the dequantized weight."""
 
+        _conv_forward: Callable[..., torch.Tensor]  # torch's ConvNd, which this mixin precedes
+
         def forward_comfy_cast_weights(self, input):
             if not self.packed_params():
-                return super().forward_comfy_cast_weights(input)
+                return super().forward_comfy_cast_weights(input)  # type: ignore[misc]  # the ComfyUI ConvNd's
             return self._conv_forward(input, *self.packed_weight_bias(input))
 
     class Conv1d(PackedConv, comfy.ops.manual_cast.Conv1d):
@@ -300,9 +310,9 @@ class PackedOps(comfy.ops.manual_cast):
 
     class Embedding(PackedLayer, comfy.ops.manual_cast.Embedding):
         def forward_comfy_cast_weights(self, input, out_dtype=None):
-            if not self.packed_params():
-                return super().forward_comfy_cast_weights(input, out_dtype=out_dtype)
             w = self.weight
+            if not is_packed(w):  # an embedding has no bias: packed means a packed weight
+                return super().forward_comfy_cast_weights(input, out_dtype=out_dtype)
             dtype = out_dtype or w.dtype  # as the stock layer: the requested dtype, else the weight's
             if (w.patches is None and not self.weight_function and self.max_norm is None
                     and w.shape[-1] % dequant.block_layout(w.qtype)[0] == 0):

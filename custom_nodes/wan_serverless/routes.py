@@ -12,10 +12,16 @@
     optionally with ``"workflow"`` (its embedded sources are checked and accepted first)
     202 ``{"started": [...], "running": [...], "present": [...]}`` at once; the downloads run in
     background threads and show in ``/model_fetch/status``.
+``POST /model_fetch/cancel`` with ``{"names": [name or "directory/name", ...]}`` or ``{"all": true}``
+    200 ``{"cancelled": [...], "not_running": [...]}``: the named downloads of this process stop
+    within one received block; each ``.part`` stays (state ``partial``) and the next run resumes it.
 
 Errors are ``{"error": message, "code": ...}``: 400 ``bad_request`` (body), 400 ``model_unknown``
-(with ``unknown``: the names no manifest lists), 500 ``manifest_invalid``, 503 ``fetch_disabled``.
+(with ``unknown``: the names no manifest lists), 400 ``model_fetch_refused`` (a workflow source breaks
+a rule), 500 with model_fetch's code (``manifest_invalid``, ...), 503 ``fetch_disabled``.
 Work that touches the disk runs in a thread, never on ComfyUI's event loop.
+
+library.py adds the pack's ``.gguf`` files to the Model Library's ``/experiment/models/{folder}``.
 
 A middleware checks the model sources embedded in every ``POST /prompt`` before ComfyUI sees it
 (``workflow_plan.admit_prompt``): refused sources answer 400 in ComfyUI's own error shape.
@@ -30,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import fetch, workflow_plan
+from . import fetch, library, workflow_plan
 from .errors import UnknownModels
 
 log = logging.getLogger(__name__)
@@ -41,11 +47,12 @@ def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, "code": code, **extra}, status=status)
 
 
-def _context_or_error() -> tuple[fetch.PackFetch | None, web.Response | None]:
+def _context_or_error() -> fetch.PackFetch | web.Response:
+    """The pack's fetch context, or the ``fetch_disabled`` answer when model_fetch is unavailable."""
     ctx = fetch.context()
     if ctx is None:
-        return None, _error(503, "fetch_disabled", f"fetch on first use is disabled: {fetch.disabled_reason()}")
-    return ctx, None
+        return _error(503, "fetch_disabled", f"fetch on first use is disabled: {fetch.disabled_reason()}")
+    return ctx
 
 
 def _status_document(ctx: fetch.PackFetch) -> dict:
@@ -77,12 +84,14 @@ def parse_pull(body: Any) -> list[str] | None:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    ctx = _context_or_error()
+    if isinstance(ctx, web.Response):
+        return ctx
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     try:
         return web.json_response(await asyncio.to_thread(_status_document, ctx))
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
 
@@ -95,22 +104,43 @@ async def post_pull(request: web.Request) -> web.Response:
         names = parse_pull(body)
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
-    ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    ctx = _context_or_error()
+    if isinstance(ctx, web.Response):
+        return ctx
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx,
                                       {"extra_data": {"extra_pnginfo": {"workflow": body.get("workflow")}}})
     if refused is not None:
-        return _error(400, "model_fetch_refused", refused["error"]["details"])
+        return _error(400, "model_fetch_refused", "; ".join(refused["error"]["extra_info"]["refusals"]))
     try:
         started = await asyncio.to_thread(ctx.pull, names)
     except UnknownModels as exc:
         return web.json_response(exc.to_answer(), status=400)
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
     log.info("model_fetch pull: started %d, already running %d, present %d",
              len(started["started"]), len(started["running"]), len(started["present"]))
     return web.json_response(started, status=202)
+
+
+async def post_cancel(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    try:
+        if isinstance(body, dict) and "workflow" in body:
+            raise ValueError('unknown field(s) workflow: expected {"names": ["<model file name>", ...]} or {"all": true}')
+        names = parse_pull(body)
+    except ValueError as exc:
+        return _error(400, "bad_request", str(exc))
+    ctx = _context_or_error()
+    if isinstance(ctx, web.Response):
+        return ctx
+    answer = ctx.cancel(names)
+    log.info("model_fetch cancel: %d download(s) stopping", len(answer["cancelled"]))
+    return web.json_response(answer)
 
 
 async def post_plan(request: web.Request) -> web.Response:
@@ -120,12 +150,14 @@ async def post_plan(request: web.Request) -> web.Response:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
         return _error(400, "bad_request", 'expected {"workflow": <UI workflow>}')
-    ctx, error = _context_or_error()
-    if error is not None:
-        return error
+    ctx = _context_or_error()
+    if isinstance(ctx, web.Response):
+        return ctx
+    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
+
     try:
         return web.json_response({"models": await asyncio.to_thread(workflow_plan.plan_rows, ctx, body["workflow"])})
-    except ctx.mf.ModelFetchError as exc:
+    except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
 
@@ -142,7 +174,7 @@ async def check_embedded_sources(request: web.Request, handler: Any) -> web.Stre
     if ctx is not None and isinstance(body, dict):
         refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx, body)
         if refused is not None:
-            log.warning("prompt refused: %s", refused["error"]["details"])
+            log.warning("prompt refused: %s", "; ".join(refused["error"]["extra_info"]["refusals"]))
             return web.json_response(refused, status=400)
     return await handler(request)
 
@@ -155,4 +187,6 @@ def register(server: Any) -> None:
     server.routes.get("/model_fetch/status")(get_status)
     server.routes.post("/model_fetch/pull")(post_pull)
     server.routes.post("/model_fetch/plan")(post_plan)
-    server.app.middlewares.append(check_embedded_sources)  # the app is not frozen while packs load
+    server.routes.post("/model_fetch/cancel")(post_cancel)
+    server.app.middlewares.append(check_embedded_sources)
+    server.app.middlewares.append(library.list_gguf_files)  # the app is not frozen while packs load

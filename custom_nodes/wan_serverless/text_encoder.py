@@ -78,13 +78,15 @@ def _clip_target(config: dict, dtype_t5: torch.dtype | None, quant: dict | None)
     """ClipTarget-like object: WAN's tokenizer, and an encoder class built from ``config``."""
 
     class DerivedT5(comfy.sd1_clip.SDClipModel):
-        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
+        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options=None):
+            model_options = model_options or {}
             super().__init__(device=device, layer=layer, layer_idx=layer_idx, textmodel_json_config=dict(config),
                              dtype=dtype, special_tokens={"end": 1, "pad": 0}, model_class=comfy.text_encoders.t5.T5,
                              enable_attention_masks=True, zero_out_masked=True, model_options=model_options)
 
     class DerivedWanTE(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}):
+        def __init__(self, device="cpu", dtype=None, model_options=None):
+            model_options = model_options or {}
             if quant is not None:
                 model_options = {**model_options, "quantization_metadata": quant}
             super().__init__(device=device, dtype=dtype_t5 or dtype, model_options=model_options, name="umt5xxl",
@@ -99,12 +101,18 @@ def _clip_target(config: dict, dtype_t5: torch.dtype | None, quant: dict | None)
 
 
 def load_umt5(sd: dict[str, torch.Tensor], tokenizer_proto: torch.Tensor | None = None,
-              model_options: dict | None = None) -> comfy.sd.CLIP:
-    """Build a ComfyUI CLIP object (tokenizer + encoder) for WAN from an encoder state dict."""
+              model_options: dict | None = None, metadata: Mapping[str, str] | None = None) -> comfy.sd.CLIP:
+    """Build a ComfyUI CLIP object (tokenizer + encoder) for WAN from an encoder state dict.
+
+    ``metadata`` is the file's header metadata (safetensors ``__metadata__``). As in ComfyUI's
+    ``load_clip``, its ``_quantization_metadata`` (the newer scaled-fp8 layout: per-layer
+    ``weight_scale``) or else a ``scaled_fp8`` marker tensor (the older layout: ``scale_weight``)
+    turns into per-layer ``comfy_quant`` entries before the prefix is stripped; dropping the
+    metadata would load fp8 weights unscaled."""
     model_options = dict(model_options or {})
-    sd = strip_prefix(sd)
     if model_options.get("custom_operations") is None:
-        sd, _ = comfy.utils.convert_old_quants(sd, model_prefix="", metadata={})
+        sd, _ = comfy.utils.convert_old_quants(dict(sd), model_prefix="", metadata=dict(metadata or {}))
+    sd = strip_prefix(sd)
     spiece = sd.pop("spiece_model", None)
     if tokenizer_proto is not None:
         spiece = tokenizer_proto

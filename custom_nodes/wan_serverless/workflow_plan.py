@@ -42,7 +42,7 @@ def _target(ctx: PackFetch, directory: str) -> str | None:
 
 def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
     """One row per model file of ``workflow`` (UI format), as the editor's panel shows it."""
-    from model_fetch import check_embedded_sources, redact_url, workflow_needs
+    from model_fetch import Manifest, check_embedded_sources, redact_url, workflow_needs
 
     needs = workflow_needs(workflow)
     accepted, refused = check_embedded_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
@@ -52,30 +52,29 @@ def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
     for entry in accepted:
         if known.find(entry.name, entry.directory) is None:
             known.add(entry)
-    sub = ctx.mf.Manifest()
+    sub = Manifest()
     for need in needs:
-        entry = known.find(need.name, need.directory)
-        if entry is not None and entry.sources:
-            sub.add(entry)
-    status = {(r["directory"], r["name"]): r for r in ctx._rows(sub)} if len(sub) else {}
+        found = known.find(need.name, need.directory)
+        if found is not None and found.sources:
+            sub.add(found)
+    status = {(r["directory"], r["name"]): r for r in ctx.rows(sub)} if len(sub) else {}
     rows = []
     for need in needs:
         key = (need.directory, need.name)
         row = {"name": need.name, "directory": need.directory, "nodes": need.nodes, "target": _target(ctx, need.directory)}
         path = lookup.original_full_path(need.directory, need.name)
-        if key in status:
+        if key in status and (source := known.find(need.name, need.directory)) is not None:
             s = status[key]
-            entry = known.find(need.name, need.directory)
             row.update({k: s.get(k) for k in ("state", "size", "done", "total", "rate", "eta_s", "phase", "error")})
-            row["source"] = redact_url(entry.sources[-1])
-            row["origin"] = "workflow" if key in accepted_keys or entry.origin == "workflow" else "manifest"
+            row["source"] = redact_url(source.sources[-1])
+            row["origin"] = "workflow" if key in accepted_keys or source.origin == "workflow" else "manifest"
             if path is not None:
                 row["state"], row["path"] = "present", path
         elif path is not None:
             row.update(state="present", path=path)
         elif key in refused_by_key:
-            row.update(state="refused", reason=refused_by_key[key].reason,
-                       source=redact_url(refused_by_key[key].url) if refused_by_key[key].url else None)
+            refusal = refused_by_key[key]
+            row.update(state="refused", reason=refusal.reason, source=redact_url(refusal.url) if refusal.url else None)
         else:
             row.update(state="unknown", reason=f"no source knows it: put the file into the '{need.directory}' folder, "
                                                f"or add it to a manifest (MODEL_FETCH_MANIFEST)")
@@ -98,15 +97,19 @@ def admit_prompt(ctx: PackFetch, body: Any) -> dict | None:
         return None
     prompt = body.get("prompt") if isinstance(body.get("prompt"), dict) else {}
     node_errors: dict[str, dict] = {}
+    unplaced = []
     for r in refused:
-        for node in r.nodes or ("",):
-            if node not in prompt:
-                continue
+        nodes = [node for node in r.nodes if node in prompt]
+        for node in nodes:  # every node is marked; the reason is printed once, on the first
             node_errors.setdefault(node, {"errors": [], "dependent_outputs": [],
                                           "class_type": prompt[node].get("class_type")})["errors"].append(
-                {"type": "model_fetch_refused", "message": "Model URL refused", "details": r.message(),
+                {"type": "model_fetch_refused", "message": "Model URL refused",
+                 "details": r.message() if node == nodes[0] else f"the same file as node {nodes[0]}",
                  "extra_info": {"model": r.name, "directory": r.directory}})
-    details = "; ".join(r.message() for r in refused)
-    return {"error": {"type": "model_fetch_refused", "message": f"Model download refused: {details}",
-                      "details": details, "extra_info": {"models": [r.name for r in refused]}},
+        if not nodes:
+            unplaced.append(r.message())
+    # The editor prints "message: details", then each node error: every refusal appears once.
+    details = "; ".join(unplaced) or "see the loader nodes below"
+    return {"error": {"type": "model_fetch_refused", "message": "Model download refused", "details": details,
+                      "extra_info": {"models": [r.name for r in refused], "refusals": [r.message() for r in refused]}},
             "node_errors": node_errors}

@@ -13,6 +13,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+log = logging.getLogger("refresh_object_info")
 HERE = Path(__file__).resolve().parent
 KEEP = [
     # the product workflow
@@ -62,10 +63,10 @@ def main() -> None:
     trimmed = {name: full[name] for name in KEEP if name in full}
     for name, entry in PACK_STANDINS.items():
         if name not in trimmed:
-            logging.warning("ComfyUI has no %s yet: adding a stand-in entry", name)
+            log.warning("ComfyUI has no %s yet: adding a stand-in entry", name)
             trimmed[name] = entry
     (HERE / "object_info.json").write_text(json.dumps(trimmed, indent=1) + "\n")
-    logging.info("wrote %d node types to %s", len(trimmed), HERE / "object_info.json")
+    log.info("wrote %d node types to %s", len(trimmed), HERE / "object_info.json")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Worker inputs: 1,000+ hypothesis-generated jobs (huge strings, wrong types, bad base64, traversal
-names, URLs to loopback and private addresses, now and then a valid job) through the real handler and
+"""Worker inputs: 1,000+ hypothesis-generated jobs (huge strings, wrong types, bad base64, truncated and
+corrupt images, lone surrogates, deep nesting, traversal names, URLs to loopback and private addresses,
+now and then a valid job) through the real handler and
 a real ComfyUI. Every answer is a structured error or a success; none raises; none overruns its deadline;
 no secret value appears anywhere."""
 
@@ -24,6 +25,19 @@ PNG = base64.b64encode(input_png(16, 16)).decode()
 CASES = 1000
 BOUND_S = 120.0  # the slowest legitimate answer here is a tiny job (about 2 s) or ComfyUI's first start
 
+TRUNCATED = base64.b64encode(input_png(16, 16)[:90]).decode()
+CORRUPT = base64.b64encode(input_png(16, 16)[:40] + bytes(30) + input_png(16, 16)[70:]).decode()
+SURROGATES = st.sampled_from(["a\ud800.png", "\udfff", "x\udc00y", "start\ud83d.png"])  # lone halves, as JSON allows
+
+
+def nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": [value]}
+    return value
+
+
+deep = st.sampled_from([nested(100), nested(2000)])
 junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30),
                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
 huge = st.sampled_from(["A" * 5_000_000, "💥" * 200_000, "{" * 100_000, "\x00" * 10_000])
@@ -33,13 +47,14 @@ images = st.one_of(
     st.sampled_from(["https://127.0.0.1/x.png", "https://localhost:8188/view?filename=x", "http://10.0.0.1/a.png",
                      "https://169.254.169.254/latest/meta-data/", "https://[::1]/x.png", "https://192.168.1.1/x.png",
                      "file:///etc/passwd", "ftp://example.com/x.png", "gopher://127.0.0.1:70/"]),
+    st.just(TRUNCATED), st.just(CORRUPT), st.just(f"data:image/png;base64,{TRUNCATED}"), SURROGATES, deep,
     huge, junk)
-names = st.one_of(st.sampled_from(["../../etc/passwd", "/etc/shadow", "..", ".hidden", "a/b.png", "x" * 300,
+names = st.one_of(SURROGATES, st.sampled_from(["../../etc/passwd", "/etc/shadow", "..", ".hidden", "a/b.png", "x" * 300,
                                    "ok.png", "start.png", "con\x00.png"]), st.text(max_size=20), junk)
 numbers = st.one_of(st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
                     st.sampled_from([16, 32, 48, 64, 5, 9, 1, 2, 4]), junk)
 params = st.fixed_dictionaries({}, optional={
-    "image": images, "prompt": st.one_of(st.text(max_size=50), huge, junk), "negative_prompt": st.one_of(st.text(max_size=20), junk),
+    "image": images, "prompt": st.one_of(st.text(max_size=50), huge, junk, SURROGATES, deep), "negative_prompt": st.one_of(st.text(max_size=20), junk),
     "seed": numbers, "width": numbers, "height": numbers, "length": numbers, "fps": numbers, "steps": numbers,
     "cfg": numbers, "shift": numbers, "lora_strength": numbers,
     st.text(max_size=8): junk,
@@ -53,7 +68,10 @@ workflows = st.one_of(st.just("wan22_i2v_gguf"), st.sampled_from(["../workflows/
                       st.just({"nodes": [{"id": 1, "type": "LoadImage", "widgets_values": ["x.png", "image"]}], "links": []}),
                       junk)
 jobs_st = st.one_of(
-    junk, huge,
+    junk, huge, deep, st.just("[" * 5000 + "]" * 5000), SURROGATES,
+    st.fixed_dictionaries({"workflow": st.just("wan22_i2v_gguf"), "params": st.just({"image": TRUNCATED})}),
+    st.fixed_dictionaries({"workflow": st.just("wan22_i2v_gguf"), "params": st.just({"image": PNG}),
+                           "images": st.just([{"name": "a\ud800.png", "image": PNG}])}),
     st.fixed_dictionaries({}, optional={
         "workflow": workflows, "params": st.one_of(params, junk),
         "images": st.one_of(st.lists(st.fixed_dictionaries({}, optional={"name": names, "image": images}), max_size=3), junk),
@@ -97,7 +115,7 @@ def test_generated_job_inputs_always_get_a_structured_answer(runtime):
                 codes[answer["code"]] += 1
             assert elapsed < BOUND_S, f"{elapsed:.1f}s for {str(raw)[:200]}"
             if len(answers) < 2000:
-                answers.append({k: (v[:200] if isinstance(v, str) else v) for k, v in answer.items() if k != "outputs"})
+                answers.append({k: (v[:200] if isinstance(v, str) else v) for k, v in answer.items() if k not in ("outputs", "images")})
 
         one()
         leaks = audit_runtime_logs(runtime, logs, answers, "worker inputs")

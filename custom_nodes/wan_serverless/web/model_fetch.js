@@ -4,18 +4,22 @@
 //    Only the label changes: the widget's value, and so the saved workflow, keeps the plain file name.
 //    The pack's loaders describe such choices in their input options (`model_fetch.missing`, see
 //    nodes.py `model_input`); for every other loader input (`*_name`) the server's status is used.
-// 2. The models panel replaces the frontend's Missing Models dialog (which offers browser downloads
-//    and refuses .gguf files, contradicting what the server does): on loading a workflow it shows,
-//    from POST /model_fetch/plan, each model file the workflow uses, where it comes from, how large
-//    it is and which folder it goes into; a button starts the downloads on the server now
-//    (POST /model_fetch/pull), and a live display shows bytes, rate and ETA. Downloads run on the
-//    server, so after a page reload the panel picks them up again from GET /model_fetch/status.
+//    When a download finishes the node definitions are read again (GET /object_info), so the labels
+//    follow the disk without a reload, and the Model Library reads its folders again.
+// 2. Models no source knows, and workflow URLs the server refuses, are marked on their nodes (red
+//    outline, "✗ name (not on disk, no source)") as the editor marks its own validation errors.
+// 3. The models panel (model_panel.js) replaces the frontend's Missing Models dialog, which offers
+//    browser downloads and refuses .gguf files, contradicting what the server does. It opens by itself
+//    only when the workflow has something to download or something refused; View › "Models for this
+//    workflow" (command WanServerless.ShowModels) opens it at any time.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { MARK, bytes, refresh, reopenModels, showPlan, state } from "./model_panel.js";
 
-const MARK = "\u2913";
 const missingByInput = new Map(); // "NodeType/input" -> {name: {label, size, state, done}}
 const missingByName = new Map(); // name -> label, from /model_fetch/status (any loader)
+const blockedByName = new Map(); // name -> label, for models no source knows or refused (from the plan)
+const COMMAND = "WanServerless.ShowModels";
 
 function remember(nodeData) {
   for (const group of ["required", "optional"]) {
@@ -26,220 +30,10 @@ function remember(nodeData) {
   }
 }
 
-function bytes(n) {
-  if (n === null || n === undefined) return "size unknown";
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let v = n, i = 0;
-  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
-  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
-}
-
-function duration(s) {
-  if (s === null || s === undefined || !isFinite(s)) return "";
-  if (s < 60) return `${Math.ceil(s)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
-  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
-}
-
-// --- the panel -------------------------------------------------------------------------------------
-
-const STYLE = `
-#wan-model-fetch{position:fixed;top:96px;right:16px;z-index:1100;width:min(600px,calc(100vw - 32px));max-height:calc(100vh - 200px);
- overflow:auto;background:var(--comfy-menu-bg,#202020);color:var(--fg-color,#ddd);border:1px solid var(--border-color,#555);
- border-radius:8px;box-shadow:0 6px 24px rgba(0,0,0,.5);font:13px/1.4 sans-serif;padding:12px 14px}
-#wan-model-fetch h3{margin:0 0 6px;font-size:15px;display:flex;justify-content:space-between;align-items:center}
-#wan-model-fetch .wan-mf-close{background:none;border:none;color:inherit;font-size:18px;cursor:pointer}
-#wan-model-fetch table{width:100%;border-collapse:collapse;margin:6px 0}
-#wan-model-fetch td{padding:4px 6px;border-top:1px solid var(--border-color,#444);vertical-align:top}
-#wan-model-fetch .wan-mf-name{font-weight:600;word-break:break-all}
-#wan-model-fetch .wan-mf-dim{opacity:.7;font-size:12px;word-break:break-all}
-#wan-model-fetch .wan-mf-bar{height:6px;background:#444;border-radius:3px;margin-top:3px}
-#wan-model-fetch .wan-mf-bar>div{height:6px;background:#4caf50;border-radius:3px}
-#wan-model-fetch .wan-mf-bad{color:#ff7070}
-#wan-model-fetch .wan-mf-ok{color:#7ccf7c}
-#wan-model-fetch button.wan-mf-pull{padding:6px 12px;border-radius:6px;border:1px solid var(--border-color,#555);
- background:#2d6cdf;color:#fff;cursor:pointer}
-#wan-model-fetch button.wan-mf-pull:disabled{opacity:.5;cursor:default}`;
-
-const state = { workflow: null, rows: [], timer: null, dismissed: false, message: "" };
-
-function panel() {
-  let el = document.getElementById("wan-model-fetch");
-  if (!el) {
-    if (!document.getElementById("wan-model-fetch-style")) {
-      const style = document.createElement("style");
-      style.id = "wan-model-fetch-style";
-      style.textContent = STYLE;
-      document.head.appendChild(style);
-    }
-    el = document.createElement("div");
-    el.id = "wan-model-fetch";
-    document.body.appendChild(el);
-  }
-  return el;
-}
-
-function hide() {
-  document.getElementById("wan-model-fetch")?.remove();
-}
-
-function progressText(r) {
-  const done = r.done ?? 0, total = r.total ?? r.size;
-  const parts = [`${bytes(done)} of ${bytes(total)}`];
-  if (r.rate) parts.push(`${bytes(r.rate)}/s`);
-  if (r.eta_s !== null && r.eta_s !== undefined) parts.push(`ETA ${duration(r.eta_s)}`);
-  if (r.phase && r.phase !== "download") parts.push(r.phase);
-  return parts.join(" · ");
-}
-
-function cell(text, cls) {
-  const td = document.createElement("td");
-  if (cls) td.className = cls;
-  td.textContent = text;
-  return td;
-}
-
-function stateCell(r) {
-  const td = document.createElement("td");
-  td.className = `wan-mf-state wan-mf-${r.state}`;
-  if (r.state === "downloading" || (r.state === "partial" && r.total)) {
-    td.textContent = (r.state === "partial" ? "paused, resumes: " : "") + progressText(r);
-    const bar = document.createElement("div");
-    bar.className = "wan-mf-bar";
-    const fill = document.createElement("div");
-    const total = r.total ?? r.size;
-    fill.style.width = total ? `${Math.min(100, (100 * (r.done ?? 0)) / total).toFixed(1)}%` : "0%";
-    bar.appendChild(fill);
-    td.appendChild(bar);
-  } else if (r.state === "present") {
-    td.textContent = "\u2713 on disk";
-    td.classList.add("wan-mf-ok");
-  } else if (r.state === "missing") {
-    td.textContent = `${MARK} downloads on first run` + (r.error ? ` (last try failed: ${r.error})` : "");
-  } else if (r.state === "refused") {
-    td.textContent = `\u2717 not downloaded: ${r.reason}`;
-    td.classList.add("wan-mf-bad");
-  } else {
-    td.textContent = `\u2717 ${r.reason ?? r.state}`;
-    td.classList.add("wan-mf-bad");
-  }
-  return td;
-}
-
-function render() {
-  const rows = state.rows;
-  const pending = rows.filter((r) => !["present", "refused", "unknown"].includes(r.state));
-  const blocked = rows.filter((r) => ["refused", "unknown"].includes(r.state));
-  if (state.dismissed || (!pending.length && !blocked.length)) {
-    hide();
-    return;
-  }
-  const el = panel();
-  el.replaceChildren();
-  const h = document.createElement("h3");
-  h.textContent = `${MARK} Models for this workflow`;
-  const close = document.createElement("button");
-  close.className = "wan-mf-close";
-  close.title = "Close (downloads continue on the server)";
-  close.textContent = "\u00d7";
-  close.onclick = () => { state.dismissed = true; hide(); };
-  h.appendChild(close);
-  el.appendChild(h);
-  const toGet = pending.reduce((n, r) => n + Math.max(0, (r.size ?? 0) - (r.done ?? 0)), 0);
-  const intro = document.createElement("div");
-  intro.className = "wan-mf-intro";
-  intro.textContent = pending.length
-    ? `${pending.length} file(s), ${bytes(toGet)} to download. The server fetches them when you press Run ` +
-      `(no browser download); or start now:`
-    : "Some models cannot be fetched:";
-  el.appendChild(intro);
-  const table = document.createElement("table");
-  for (const r of rows) {
-    const tr = document.createElement("tr");
-    tr.dataset.name = r.name;
-    tr.dataset.state = r.state;
-    const what = document.createElement("td");
-    const name = document.createElement("div");
-    name.className = "wan-mf-name";
-    name.textContent = r.name;
-    const where = document.createElement("div");
-    where.className = "wan-mf-dim";
-    where.textContent = `into ${r.directory}` + (r.target ? ` (${r.target})` : "") +
-      (r.source ? ` \u2190 ${r.source}` : "") + (r.origin === "workflow" ? " (URL from the workflow)" : "");
-    what.append(name, where);
-    tr.append(what, cell(bytes(r.size ?? r.total), "wan-mf-size"), stateCell(r));
-    table.appendChild(tr);
-  }
-  el.appendChild(table);
-  const foot = document.createElement("div");
-  const pull = document.createElement("button");
-  pull.className = "wan-mf-pull";
-  const startable = pending.filter((r) => r.state !== "downloading");
-  pull.textContent = startable.length ? `Download ${startable.length} now on the server` : "Downloading on the server\u2026";
-  pull.disabled = !startable.length;
-  pull.onclick = () => startPull(startable);
-  foot.appendChild(pull);
-  if (state.message) {
-    const msg = document.createElement("span");
-    msg.className = "wan-mf-bad";
-    msg.style.marginLeft = "8px";
-    msg.textContent = state.message;
-    foot.appendChild(msg);
-  }
-  el.appendChild(foot);
-}
-
-async function startPull(rows) {
-  state.message = "";
-  const body = { names: rows.map((r) => `${r.directory}/${r.name}`) };
-  if (state.workflow) body.workflow = state.workflow;
-  try {
-    const resp = await api.fetchApi("/model_fetch/pull", { method: "POST", body: JSON.stringify(body),
-      headers: { "Content-Type": "application/json" } });
-    if (!resp.ok) state.message = (await resp.json()).error ?? `HTTP ${resp.status}`;
-  } catch (e) {
-    state.message = String(e);
-  }
-  await refresh();
-}
-
-async function refresh() {
-  try {
-    if (state.workflow) {
-      const resp = await api.fetchApi("/model_fetch/plan", { method: "POST", body: JSON.stringify({ workflow: state.workflow }),
-        headers: { "Content-Type": "application/json" } });
-      if (resp.ok) state.rows = (await resp.json()).models;
-    } else {
-      // No workflow known (e.g. right after a reload): show what the server is downloading.
-      const resp = await api.fetchApi("/model_fetch/status");
-      if (resp.ok) state.rows = (await resp.json()).models.filter((r) => r.state === "downloading");
-    }
-    for (const r of state.rows) if (r.state === "present") missingByName.delete(r.name); // labels follow
-  } catch (e) {
-    console.warn("model_fetch: cannot refresh the models panel", e);
-  }
-  render();
-  schedule();
-}
-
-function schedule() {
-  clearTimeout(state.timer);
-  const busy = state.rows.some((r) => r.state === "downloading");
-  const open = !!document.getElementById("wan-model-fetch");
-  if (busy || open) state.timer = setTimeout(refresh, busy ? 1000 : 3000);
-}
-
-async function showPlan(workflow) {
-  state.workflow = workflow && typeof workflow === "object" ? structuredClone(workflow) : null;
-  state.dismissed = false;
-  state.message = "";
-  await refresh();
-}
-
 async function learnMissing() {
   try {
     const resp = await api.fetchApi("/model_fetch/status");
-    if (!resp.ok) return;
+    if (!resp.ok) return [];
     const doc = await resp.json();
     missingByName.clear();
     for (const r of doc.models) {
@@ -247,29 +41,94 @@ async function learnMissing() {
         missingByName.set(r.name, `${MARK} ${r.name}  (${r.size != null ? bytes(r.size) + ", " : ""}downloads on first run)`);
       }
     }
-    if (doc.models.some((r) => r.state === "downloading") && !document.getElementById("wan-model-fetch")) {
-      await refresh(); // a reload during downloads: show them again
-    }
+    return doc.models;
   } catch (e) {
     console.warn("model_fetch: status unavailable", e);
+    return [];
   }
+}
+
+/** The editor's Model Library caches each folder's file list once it is read (on start-up, and on
+ * loading a workflow that names models), so files downloaded since stay unlisted until its refresh
+ * button: read the folders again, as that button does (the frontend's "models" store). */
+async function reloadModelLibrary() {
+  try {
+    const pinia = document.getElementById("vue-app")?.__vue_app__?.config?.globalProperties?.$pinia;
+    await pinia?._s?.get("models")?.loadModelFolders?.();
+  } catch (e) {
+    console.warn("model_fetch: cannot refresh the Model Library", e);
+  }
+}
+
+/** Read the node definitions again (labels of the pack's loaders) and the status (other loaders). */
+async function relabel() {
+  try {
+    const defs = await api.getNodeDefs();
+    for (const def of Object.values(defs)) remember(def);
+  } catch (e) {
+    console.warn("model_fetch: cannot read the node definitions", e);
+  }
+  await learnMissing();
+  await reloadModelLibrary();
+  app.graph?.setDirtyCanvas?.(true, true);
+}
+
+/** Mark the nodes that use a model no source knows (or a refused URL); unmark the rest. */
+function markNodes(rows) {
+  blockedByName.clear();
+  const marked = new Set();
+  for (const r of rows) {
+    if (r.state !== "unknown" && r.state !== "refused") continue;
+    blockedByName.set(r.name, `\u2717 ${r.name}  (${r.state === "refused" ? "URL refused" : "not on disk, no source"})`);
+    for (const id of r.nodes ?? []) marked.add(String(id));
+  }
+  for (const node of app.graph?.nodes ?? []) {
+    const mine = marked.has(String(node.id));
+    if (mine) node.has_errors = true;
+    else if (node.wanModelMark) node.has_errors = false;
+    node.wanModelMark = mine;
+  }
+  app.graph?.setDirtyCanvas?.(true, true);
+}
+
+state.onRows.push((rows, finished) => {
+  markNodes(rows);
+  if (finished) relabel();
+});
+
+function label(key, value) {
+  if (value === null || value === undefined) return "";
+  return blockedByName.get(value) ?? missingByInput.get(key)?.[value]?.label ?? missingByName.get(value) ?? String(value);
+}
+
+let changed = null;
+function modelChanged() { // a dropdown moved to another model: the panel follows (once per burst of changes)
+  clearTimeout(changed);
+  changed = setTimeout(() => refresh(), 200);
 }
 
 app.registerExtension({
   name: "wan_serverless.model_fetch",
+  commands: [{ id: COMMAND, label: "Models for this workflow", menubarLabel: "Models for this workflow",
+               icon: "pi pi-download", function: () => reopenModels() }],
+  menuCommands: [{ path: ["View"], commands: [COMMAND] }],
   async init() {
     // Our panel stands in for the frontend's Missing Models dialog on every load that would show it.
     const original = app.loadGraphData.bind(app);
     app.loadGraphData = async function (graphData, clean, restoreView, workflow, options = {}) {
       const wanted = options?.showMissingModelsDialog ?? true;
       const result = await original(graphData, clean, restoreView, workflow, { ...options, showMissingModelsDialog: false });
-      if (wanted) showPlan(graphData ?? app.graph?.serialize?.());
+      if (wanted) showPlan(); else refresh({ announce: false });
       return result;
     };
   },
   async setup() {
-    await learnMissing();
-    api.addEventListener("execution_start", () => { learnMissing(); if (state.workflow) refresh(); });
+    const models = await learnMissing();
+    if (models.some((r) => r.state === "downloading") && !state.open) await showPlan(); // a reload during downloads
+    api.addEventListener("execution_start", () => refresh());
+    for (const event of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(event, () => relabel()); // downloads a run made may have finished
+    }
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     remember(nodeData);
@@ -277,17 +136,16 @@ app.registerExtension({
   nodeCreated(node) {
     for (const widget of node.widgets ?? []) {
       const key = `${node.comfyClass}/${widget.name}`;
-      if (!widget.options) continue;
-      if (missingByInput.has(key)) {
-        widget.options.getOptionLabel = (value) => {
-          if (value === null || value === undefined) return "";
-          const entry = missingByInput.get(key)?.[value];
-          return entry?.label ?? String(value);
-        };
-      } else if (widget.type === "combo" && /_name\d*$/.test(widget.name) && !widget.options.getOptionLabel) {
-        widget.options.getOptionLabel = (value) =>
-          value === null || value === undefined ? "" : missingByName.get(value) ?? String(value);
-      }
+      if (!widget.options || widget.type !== "combo") continue;
+      const ours = missingByInput.has(key);
+      if (!ours && (!/_name\d*$/.test(widget.name) || widget.options.getOptionLabel)) continue;
+      widget.options.getOptionLabel = (value) => label(key, value);
+      const callback = widget.callback;
+      widget.callback = function (...args) {
+        const out = callback?.apply(this, args);
+        modelChanged();
+        return out;
+      };
     }
   },
 });
