@@ -158,11 +158,8 @@ def project_archive(dest: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def build(out: Path = DEFAULT_OUT, python_version: str = "3.12", city96_git: Path | None = None,

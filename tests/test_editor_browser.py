@@ -21,25 +21,15 @@ from types import SimpleNamespace
 import pytest
 
 from tests import graphs, tiny_weights
-from tests.conftest import PROJECT_ROOT, start_comfy
+from tests.conftest import start_comfy
+from tests.editor_harness import (CHROMIUM, CHROMIUM_FLAGS, OUTPUT_VIDEO, RATE, SHOTS, SMALL_VIDEO, WORKFLOW, prepare_base,
+                                  shot)
 from tests.fileserver import FileServer
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]  # a browser and a full run: ~1.5 min
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-WORKFLOW = PROJECT_ROOT / "workflows" / "wan22_i2v_gguf.json"
-SHOTS = PROJECT_ROOT / ".cache" / "browser"
-RATE = 600_000  # bytes/s per connection: the 15 MB text encoder takes over 10 s
 FORBIDDEN = ("Value not in list", "Only allowed suffixes")
 
-OUTPUT_VIDEO = """() => {
-  for (const out of Object.values(window.app.nodeOutputs ?? {}))
-    for (const item of [...(out.images ?? []), ...(out.video ?? [])])
-      if (item?.filename?.endsWith('.mp4')) return item;
-  return null;
-}"""
 # One look at the page: the models panel's progress cells and any forbidden phrase on screen.
 LOOK = """phrases => ({
   progress: [...document.querySelectorAll('#wan-model-fetch .wan-mf-downloading')].map((td) => td.textContent),
@@ -69,11 +59,7 @@ def editor(comfyui_dir, tiny_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("editor")
     root, base = tmp / "models", tmp / "base"
     root.mkdir()
-    (base / "input").mkdir(parents=True)
-    (base / "input" / "start_image.png").write_bytes(graphs.input_png(64, 48, seed=3))
-    settings = base / "user" / "default" / "comfy.settings.json"  # a returning user: no first-run tutorial
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    prepare_base(base)
     with FileServer(tmp / "mirror", rate_limit=RATE) as server:
         entries = tiny_weights.stand_in_mirror(tiny_dir, tmp / "mirror", base_url=server.url)
         manifest = tmp / "manifest.json"
@@ -91,11 +77,6 @@ def editor(comfyui_dir, tiny_dir, tmp_path_factory):
             comfy.process.stop()
             if os.environ.get("KEEP_COMFY_LOGS"):
                 shutil.copy(comfy.process.log_path, SHOTS / "comfyui-editor.log")
-
-
-def shot(page, name: str, locator=None) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    (locator or page).screenshot(path=str(SHOTS / name))
 
 
 def test_open_shipped_workflow_press_run_get_video(editor):
@@ -124,12 +105,7 @@ def test_open_shipped_workflow_press_run_get_video(editor):
     shot(page, "01-panel.png", panel)
 
     # A 64x48, 9-frame video, set in the WanImageToVideo node's widgets.
-    page.evaluate("""() => {
-      const node = window.app.graph.nodes.find((n) => n.type === 'WanImageToVideo');
-      for (const [name, value] of [['width', 64], ['height', 48], ['length', 9]])
-        node.widgets.find((w) => w.name === name).value = value;
-      window.app.graph.setDirtyCanvas(true, true);
-    }""")
+    page.evaluate(SMALL_VIDEO)
 
     seen: dict = {"progress": [], "forbidden": []}
     watch(page, "() => true", 1, seen)  # after loading

@@ -24,14 +24,12 @@ import pytest
 
 from model_fetch._store import part_path
 from tests import graphs, tiny_weights
-from tests.conftest import PROJECT_ROOT, start_comfy
+from tests.conftest import start_comfy
 from tests.fileserver import FileServer
-from tests.test_editor_browser import CHROMIUM, CHROMIUM_FLAGS, OUTPUT_VIDEO, WORKFLOW
+from tests.editor_harness import CHROMIUM, CHROMIUM_FLAGS, OUTPUT_VIDEO, RATE, SHOTS, WORKFLOW, prepare_base, shot
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]  # a browser and a full run: ~2 min
 
-SHOTS = PROJECT_ROOT / ".cache" / "browser"
-RATE = 600_000  # bytes/s per connection: the 15 MB text encoder takes over 10 s
 MARK, CROSS = "\u2913", "\u2717"
 ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 GGUFS = ["wan2.2_i2v_high_noise_14B_Q5_0.gguf", "wan2.2_i2v_low_noise_14B_Q5_0.gguf"]
@@ -74,11 +72,6 @@ class Page:
         return {name: state for name, state, _ in self.look()["rows"]}
 
 
-def shot(page, name: str, locator=None) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    (locator or page).screenshot(path=str(SHOTS / name))
-
-
 @pytest.fixture(scope="module")
 def editor(comfyui_dir, tiny_dir, tmp_path_factory):
     playwright = pytest.importorskip("playwright.sync_api")
@@ -87,11 +80,7 @@ def editor(comfyui_dir, tiny_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("panel")
     root, base = tmp / "models", tmp / "base"
     root.mkdir()
-    (base / "input").mkdir(parents=True)
-    (base / "input" / "start_image.png").write_bytes(graphs.input_png(64, 48, seed=3))
-    settings = base / "user" / "default" / "comfy.settings.json"  # a returning user: no first-run tutorial
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    prepare_base(base)
     with FileServer(tmp / "mirror", rate_limit=RATE) as server:
         entries = tiny_weights.stand_in_mirror(tiny_dir, tmp / "mirror", base_url=server.url)
         vae = next(e for e in entries if e["directory"] == "vae")

@@ -31,7 +31,7 @@ import requests
 from tests import graphs, tiny_weights
 from tests.conftest import PROJECT_ROOT
 from tests.fileserver import FileServer
-from tests.test_editor_browser import CHROMIUM, CHROMIUM_FLAGS, OUTPUT_VIDEO, WORKFLOW
+from tests.editor_harness import CHROMIUM, CHROMIUM_FLAGS, OUTPUT_VIDEO, SHOTS, SMALL_VIDEO, WORKFLOW, prepare_base, shot
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]  # uv venv, make pack, pip, ComfyUI, a full run: ~2 min
 
@@ -39,7 +39,6 @@ DOC = PROJECT_ROOT / "docs" / "editor.md"
 SECTION = "## Install into your ComfyUI"
 LOCK = PROJECT_ROOT / "requirements" / "lock.txt"
 UV = Path(sys.executable).with_name("uv")
-SHOTS = PROJECT_ROOT / ".cache" / "browser"
 # What this repository's environments have and an artist's ComfyUI must not need.
 PROJECT_ONLY = {"wan-serverless", "runpod", "pytest", "playwright", "moto", "websocket-client"}
 
@@ -64,19 +63,6 @@ def fresh_comfyui_env(comfyui_dir: Path, venv: Path) -> Path:
     subprocess.run([str(UV), "pip", "install", "-q", "--python", str(python), "-r", str(comfyui_dir / "requirements.txt"),
                     "-c", str(LOCK)], check=True)
     return python
-
-
-def shot(page, name: str, locator=None, clip: dict | None = None) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / name
-    if locator is not None:
-        locator.screenshot(path=str(path))
-    else:
-        page.screenshot(path=str(path), clip=clip)
-    if os.environ.get("DOCS_SCREENSHOTS") == "1":  # small for the repository: 64 colours
-        from PIL import Image
-
-        Image.open(path).convert("RGB").quantize(colors=64).save(PROJECT_ROOT / "docs" / name, optimize=True)
 
 
 def test_install_from_archive_then_the_shipped_workflow_gives_a_video(comfyui_dir, tiny_dir, tmp_path):
@@ -110,11 +96,7 @@ def test_install_from_archive_then_the_shipped_workflow_gives_a_video(comfyui_di
     assert where.startswith(str(tmp_path / "venv")) and int(known) > 0, (where, known)  # the wheel, its manifest too
     subprocess.run([str(python.parent / "model-fetch"), "--help"], check=True, capture_output=True)  # and the CLI
 
-    (base / "input").mkdir()
-    (base / "input" / "start_image.png").write_bytes(graphs.input_png(64, 48, seed=3))
-    settings = base / "user" / "default" / "comfy.settings.json"  # a returning user: no first-run tutorial
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    prepare_base(base)
 
     with FileServer(tmp_path / "mirror") as server:
         entries = tiny_weights.stand_in_mirror(tiny_dir, tmp_path / "mirror", base_url=server.url)
@@ -167,12 +149,7 @@ def run_in_browser(page, url: str, entries: list[dict]) -> None:
         assert panel.locator(f"tr[data-name='{name}']").get_attribute("data-state") == "missing", name
     shot(page, "install-panel.png", locator=panel)
 
-    page.evaluate("""() => {
-      const node = window.app.graph.nodes.find((n) => n.type === 'WanImageToVideo');
-      for (const [name, value] of [['width', 64], ['height', 48], ['length', 9]])
-        node.widgets.find((w) => w.name === name).value = value;
-      window.app.graph.setDirtyCanvas(true, true);
-    }""")
+    page.evaluate(SMALL_VIDEO)
     page.locator("[data-testid='queue-button']").first.click()
     deadline = time.monotonic() + 400
     item = None

@@ -345,11 +345,8 @@ def write_umt5_gguf(path: Path, sd: dict, qtype_name: str) -> None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_index(out_dir: Path) -> dict | None:

@@ -95,11 +95,16 @@ async def get_status(request: web.Request) -> web.Response:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
 
-async def post_pull(request: web.Request) -> web.Response:
+async def _json_body(request: web.Request) -> Any:
+    """The request's JSON body, or None when it is not JSON (``parse_pull`` then says what is expected)."""
     try:
-        body = await request.json()
+        return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "bad_request", 'the body is not JSON: expected {"names": [...]} or {"all": true}')
+        return None
+
+
+async def post_pull(request: web.Request) -> web.Response:
+    body = await _json_body(request)
     try:
         names = parse_pull(body)
     except ValueError as exc:
@@ -125,10 +130,7 @@ async def post_pull(request: web.Request) -> web.Response:
 
 
 async def post_cancel(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
+    body = await _json_body(request)
     try:
         if isinstance(body, dict) and "workflow" in body:
             raise ValueError('unknown field(s) workflow: expected {"names": ["<model file name>", ...]} or {"all": true}')
