@@ -18,7 +18,7 @@ Folders other packs register under their own names map to the manifest folder th
 with (``unet_gguf`` of city96's ComfyUI-GGUF lists ``diffusion_models`` GGUF files).
 
 This module imports nothing of the pack: ``install`` is handed the function that returns the
-process's model source (``fetch.context``), so the fetch side may import ``original_full_path``
+process's model source (``fetch.context``), so the catalog may import ``original_full_path``
 without an import cycle.
 """
 
@@ -37,15 +37,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ModelSource(Protocol):
-    """What the hook needs of the pack's fetch (``fetch.PackFetch``): names, entries, a blocking fetch."""
+class ModelNames(Protocol):
+    """What the hook needs of the pack's catalog (``catalog.Catalog``): names and entries."""
 
     def known_names(self, directory: str) -> list[str]: ...
 
     def entry(self, folder: str, name: str) -> ModelEntry | None: ...
 
+
+class ModelDownloads(Protocol):
+    """What the hook needs of the pack's downloads (``downloads.Downloads``): a blocking fetch."""
+
     def fetch(self, entry: ModelEntry, on_progress: Callable[[FileProgress], None] | None = None,
               on_poll: Callable[[], None] | None = None) -> Path: ...
+
+
+class ModelSource(Protocol):
+    """The pack's fetch (``fetch.PackFetch``): its catalog and its downloads."""
+
+    @property
+    def catalog(self) -> ModelNames: ...
+
+    @property
+    def downloads(self) -> ModelDownloads: ...
 
 
 #: Returns the process's model source, or None when fetching is off (``fetch.context``).
@@ -80,12 +94,12 @@ def _extensions(folder: str) -> set[str]:
     return {e.lower() for e in entry[1]} if entry else set()
 
 
-def fetchable_names(folder: str, on_disk: list[str], ctx: ModelSource | None) -> list[str]:
+def fetchable_names(folder: str, on_disk: list[str], names: ModelNames | None) -> list[str]:
     """Names of ``folder`` that a source knows but that are not on disk, sorted."""
-    if ctx is None:
+    if names is None:
         return []
     wanted, have = _extensions(folder), set(on_disk)
-    return sorted(name for name in ctx.known_names(directory_of(folder))
+    return sorted(name for name in names.known_names(directory_of(folder))
                   if name not in have and (not wanted or os.path.splitext(name)[1].lower() in wanted))
 
 
@@ -102,16 +116,16 @@ def _progress_bar(entry: ModelEntry) -> Callable[[FileProgress], None]:
     return update
 
 
-def fetch_on_resolve(folder: str, name: str, ctx: ModelSource | None) -> str | None:
+def fetch_on_resolve(folder: str, name: str, source: ModelSource | None) -> str | None:
     """The path of ``name`` after fetching it for the executing node, or None when no source knows it."""
     import comfy.model_management
 
-    entry = ctx.entry(directory_of(folder), name) if ctx is not None else None
-    if ctx is None or entry is None:
+    entry = source.catalog.entry(directory_of(folder), name) if source is not None else None
+    if source is None or entry is None:
         return None
     log.info("'%s' is not on disk; fetching it into '%s' (fetch on first use)", name, entry.directory)
-    fetched = ctx.fetch(entry, on_progress=_progress_bar(entry),
-                        on_poll=comfy.model_management.throw_exception_if_processing_interrupted)
+    fetched = source.downloads.fetch(entry, on_progress=_progress_bar(entry),
+                                     on_poll=comfy.model_management.throw_exception_if_processing_interrupted)
     return original_full_path(folder, name) or str(fetched)
 
 
@@ -138,7 +152,8 @@ def install(context: SourceGetter) -> None:
     def get_filename_list(folder_name: str) -> list[str]:
         names = list_original(folder_name)
         try:
-            return names + fetchable_names(folder_name, names, context())
+            source = context()
+            return names + fetchable_names(folder_name, names, source.catalog if source is not None else None)
         except Exception:  # noqa: BLE001 - a broken manifest must not break ComfyUI's lists
             log.exception("model_fetch: listing fetchable models of '%s' failed", folder_name)
             return names

@@ -16,17 +16,17 @@ from collections.abc import Iterable
 
 import folder_paths
 
-from . import fetch
+from . import catalog, fetch
 from .errors import ModelNotFound
 
 
 def _not_found(folder: str, name: str) -> ModelNotFound:
     searched = ", ".join(folder_paths.get_folder_paths(folder)) or "none"
-    ctx = fetch.context()
-    if ctx is None:
+    fetcher = fetch.context()
+    if fetcher is None:
         hint = f"fetch on first use is off ({fetch.disabled_reason()})"
     else:
-        hint = (f"no model_fetch manifest lists it (manifests: {ctx.sources_text()}); add an entry with "
+        hint = (f"no model_fetch manifest lists it (manifests: {fetcher.catalog.sources_text()}); add an entry with "
                 f"name '{name}', directory '{folder}' and a url to a manifest named by MODEL_FETCH_MANIFEST")
     return ModelNotFound(f"model '{name}' is not in any '{folder}' folder ({searched}) and {hint}, "
                          f"or put the file in one of those folders")
@@ -54,8 +54,8 @@ def _on_disk(folder: str, extensions: set[str]) -> list[str]:
 
 
 def _fetchable(folder: str, extensions: set[str], on_disk: list[str]) -> dict[str, dict]:
-    ctx = fetch.context()
-    return ctx.fetchable(folder, extensions, set(on_disk)) if ctx is not None else {}
+    fetcher = fetch.context()
+    return fetcher.catalog.fetchable(folder, extensions, set(on_disk)) if fetcher is not None else {}
 
 
 def list_models(folder: str, extensions: Iterable[str]) -> list[str]:
@@ -76,7 +76,7 @@ def model_input(folder: str, extensions: Iterable[str]) -> tuple[list[str], dict
 
         shown = ", ".join(f"{n} ({human_bytes(m['size'])})" for n, m in sorted(missing.items())[:8])
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        tooltip += (f" Listed after them, marked {fetch.MARK}: {len(missing)} model(s) from the model_fetch "
+        tooltip += (f" Listed after them, marked {catalog.MARK}: {len(missing)} model(s) from the model_fetch "
                     f"manifest that are not downloaded yet and are fetched when the graph runs: {shown}{more}.")
     options = {"tooltip": tooltip, "model_fetch": {"folder": folder, "missing": missing}}
     return on_disk + sorted(missing), options
@@ -98,9 +98,9 @@ def check_model(folder: str, name: str | None, extensions: Iterable[str]) -> boo
         return f"'{name}' is not a {'/'.join(sorted(wanted))} file"
     if folder_paths.get_full_path(folder, name) is not None:
         return True
-    ctx = fetch.context()
+    fetcher = fetch.context()
     try:
-        if ctx is not None and ctx.entry(folder, name) is not None:
+        if fetcher is not None and fetcher.catalog.entry(folder, name) is not None:
             return True
     except Exception as exc:  # noqa: BLE001 - a broken manifest is reported, not raised, at validation
         return f"model '{name}' is not on disk and the model_fetch manifest cannot be read: {exc}"

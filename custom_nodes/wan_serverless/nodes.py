@@ -21,7 +21,7 @@ import folder_paths
 import comfy.sd
 import comfy.utils
 
-from . import fetch, gguf_compat, lora_report, text_encoder
+from . import catalog, gguf_compat, lora_report, text_encoder
 from .errors import ModelNotFound, UnsupportedTextEncoder  # noqa: F401  (raised by the loaders; tests name them here)
 from .models import check_model, list_models, model_input, resolve_model  # noqa: F401  (list_models: the pack's API)
 
@@ -29,7 +29,7 @@ CATEGORY = "WAN serverless/loaders"
 GGUF = ".gguf"
 UNET_EXTENSIONS = {GGUF, *folder_paths.supported_pt_extensions}
 TEXT_ENCODER_EXTENSIONS = {GGUF, *folder_paths.supported_pt_extensions}
-FETCH_NOTE = f"Models marked {fetch.MARK} are not on disk yet: the run downloads them first."
+FETCH_NOTE = f"Models marked {catalog.MARK} are not on disk yet: the run downloads them first."
 
 
 def load_diffusion_model(path: str):

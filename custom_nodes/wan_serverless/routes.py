@@ -49,19 +49,19 @@ def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
 
 def _context_or_error() -> fetch.PackFetch | web.Response:
     """The pack's fetch context, or the ``fetch_disabled`` answer when model_fetch is unavailable."""
-    ctx = fetch.context()
-    if ctx is None:
+    fetcher = fetch.context()
+    if fetcher is None:
         return _error(503, "fetch_disabled", f"fetch on first use is disabled: {fetch.disabled_reason()}")
-    return ctx
+    return fetcher
 
 
-def _status_document(ctx: fetch.PackFetch) -> dict:
+def _status_document(fetcher: fetch.PackFetch) -> dict:
     try:
-        write_root = str(ctx.store.write_root())
+        write_root = str(fetcher.store.write_root())
     except PermissionError:
         write_root = None
-    return {"enabled": True, "roots": [str(r) for r in ctx.store.roots], "write_root": write_root,
-            "manifests": [str(p) for p in ctx.manifest_paths()], "models": ctx.status()}
+    return {"enabled": True, "roots": [str(r) for r in fetcher.store.roots], "write_root": write_root,
+            "manifests": [str(p) for p in fetcher.catalog.manifest_paths()], "models": fetcher.catalog.status()}
 
 
 def parse_pull(body: Any) -> list[str] | None:
@@ -84,13 +84,13 @@ def parse_pull(body: Any) -> list[str] | None:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    ctx = _context_or_error()
-    if isinstance(ctx, web.Response):
-        return ctx
+    fetcher = _context_or_error()
+    if isinstance(fetcher, web.Response):
+        return fetcher
     from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
 
     try:
-        return web.json_response(await asyncio.to_thread(_status_document, ctx))
+        return web.json_response(await asyncio.to_thread(_status_document, fetcher))
     except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
@@ -109,17 +109,17 @@ async def post_pull(request: web.Request) -> web.Response:
         names = parse_pull(body)
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
-    ctx = _context_or_error()
-    if isinstance(ctx, web.Response):
-        return ctx
+    fetcher = _context_or_error()
+    if isinstance(fetcher, web.Response):
+        return fetcher
     from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
 
-    refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx,
+    refused = await asyncio.to_thread(workflow_plan.admit_prompt, fetcher.catalog,
                                       {"extra_data": {"extra_pnginfo": {"workflow": body.get("workflow")}}})
     if refused is not None:
         return _error(400, "model_fetch_refused", "; ".join(refused["error"]["extra_info"]["refusals"]))
     try:
-        started = await asyncio.to_thread(ctx.pull, names)
+        started = await asyncio.to_thread(fetcher.catalog.pull, names)
     except UnknownModels as exc:
         return web.json_response(exc.to_answer(), status=400)
     except ModelFetchError as exc:
@@ -137,10 +137,10 @@ async def post_cancel(request: web.Request) -> web.Response:
         names = parse_pull(body)
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
-    ctx = _context_or_error()
-    if isinstance(ctx, web.Response):
-        return ctx
-    answer = ctx.cancel(names)
+    fetcher = _context_or_error()
+    if isinstance(fetcher, web.Response):
+        return fetcher
+    answer = fetcher.downloads.cancel(names)
     log.info("model_fetch cancel: %d download(s) stopping", len(answer["cancelled"]))
     return web.json_response(answer)
 
@@ -152,13 +152,13 @@ async def post_plan(request: web.Request) -> web.Response:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
         return _error(400, "bad_request", 'expected {"workflow": <UI workflow>}')
-    ctx = _context_or_error()
-    if isinstance(ctx, web.Response):
-        return ctx
+    fetcher = _context_or_error()
+    if isinstance(fetcher, web.Response):
+        return fetcher
     from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
 
     try:
-        return web.json_response({"models": await asyncio.to_thread(workflow_plan.plan_rows, ctx, body["workflow"])})
+        return web.json_response({"models": await asyncio.to_thread(workflow_plan.plan_rows, fetcher.catalog, body["workflow"])})
     except ModelFetchError as exc:
         return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
 
@@ -168,13 +168,13 @@ async def check_embedded_sources(request: web.Request, handler: Any) -> web.Stre
     """Refuse a queued prompt whose workflow-embedded model URLs break a rule, before ComfyUI queues it."""
     if request.method != "POST" or request.path not in ("/prompt", "/api/prompt"):
         return await handler(request)
-    ctx = fetch.context()
+    fetcher = fetch.context()
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return await handler(request)
-    if ctx is not None and isinstance(body, dict):
-        refused = await asyncio.to_thread(workflow_plan.admit_prompt, ctx, body)
+    if fetcher is not None and isinstance(body, dict):
+        refused = await asyncio.to_thread(workflow_plan.admit_prompt, fetcher.catalog, body)
         if refused is not None:
             log.warning("prompt refused: %s", "; ".join(refused["error"]["extra_info"]["refusals"]))
             return web.json_response(refused, status=400)

@@ -1,11 +1,11 @@
 """What a workflow needs, for the editor's panel, and the check of its embedded sources when it is queued.
 
-``plan_rows(ctx, workflow)`` answers ``POST /model_fetch/plan``: one row per model file the
+``plan_rows(catalog, workflow)`` answers ``POST /model_fetch/plan``: one row per model file the
 workflow uses, with the state the editor shows (``present``, ``missing`` = will be fetched,
 ``downloading``/``partial`` with bytes, rate and ETA, ``refused`` with the rule an embedded URL
 breaks, ``unknown`` when no source knows it), where it comes from and the folder it goes into.
 
-``admit_prompt(ctx, body)`` runs on every ``POST /prompt`` before ComfyUI validates it: the
+``admit_prompt(catalog, body)`` runs on every ``POST /prompt`` before ComfyUI validates it: the
 workflow the frontend embeds (``extra_data.extra_pnginfo.workflow``) may carry model URLs; those
 that would be fetched are checked, and either all are accepted as sources or the prompt is
 refused with ComfyUI's error shape, naming each model and the rule, and nothing is fetched.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import lookup
-from .fetch import PackFetch
+from .catalog import Catalog
 
 
 def _present(directory: str, name: str) -> bool:
@@ -31,24 +31,24 @@ def embedded_workflow(body: Any) -> dict | None:
     return workflow if isinstance(workflow, dict) else None
 
 
-def _target(ctx: PackFetch, directory: str) -> str | None:
+def _target(catalog: Catalog, directory: str) -> str | None:
     from model_fetch import folder_dirs
 
     try:
-        return str(ctx.store.write_root() / folder_dirs(directory)[0])
+        return str(catalog.store.write_root() / folder_dirs(directory)[0])
     except PermissionError:
         return None
 
 
-def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
+def plan_rows(catalog: Catalog, workflow: Any) -> list[dict]:
     """One row per model file of ``workflow`` (UI format), as the editor's panel shows it."""
     from model_fetch import Manifest, check_embedded_sources, redact_url, workflow_needs
 
     needs = workflow_needs(workflow)
-    accepted, refused = check_embedded_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
+    accepted, refused = check_embedded_sources(needs, catalog.manifest_or_empty(), catalog.settings, _present)
     accepted_keys = {e.key for e in accepted}
     refused_by_key = {(r.directory, r.name): r for r in refused}
-    known = ctx.known()
+    known = catalog.known()
     for entry in accepted:
         if known.find(entry.name, entry.directory) is None:
             known.add(entry)
@@ -57,11 +57,11 @@ def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
         found = known.find(need.name, need.directory)
         if found is not None and found.sources:
             sub.add(found)
-    status = {(r["directory"], r["name"]): r for r in ctx.rows(sub)} if len(sub) else {}
+    status = {(r["directory"], r["name"]): r for r in catalog.rows(sub)} if len(sub) else {}
     rows = []
     for need in needs:
         key = (need.directory, need.name)
-        row = {"name": need.name, "directory": need.directory, "nodes": need.nodes, "target": _target(ctx, need.directory)}
+        row = {"name": need.name, "directory": need.directory, "nodes": need.nodes, "target": _target(catalog, need.directory)}
         path = lookup.original_full_path(need.directory, need.name)
         if key in status and (source := known.find(need.name, need.directory)) is not None:
             s = status[key]
@@ -84,16 +84,16 @@ def plan_rows(ctx: PackFetch, workflow: Any) -> list[dict]:
     return rows
 
 
-def admit_prompt(ctx: PackFetch, body: Any) -> dict | None:
+def admit_prompt(catalog: Catalog, body: Any) -> dict | None:
     """None when the prompt may be queued (its embedded sources accepted); else ComfyUI's 400 error body."""
     from model_fetch import check_embedded_sources, workflow_needs
 
     needs = workflow_needs(embedded_workflow(body))
     if not needs:
         return None
-    accepted, refused = check_embedded_sources(needs, ctx.manifest_or_empty(), ctx.settings, _present)
+    accepted, refused = check_embedded_sources(needs, catalog.manifest_or_empty(), catalog.settings, _present)
     if not refused:
-        ctx.accept(accepted)
+        catalog.accept(accepted)
         return None
     prompt = body.get("prompt") if isinstance(body.get("prompt"), dict) else {}
     node_errors: dict[str, dict] = {}
