@@ -22,7 +22,7 @@ from .graph_inputs import check_input_files
 from .images import load_image, safe_name, unique_name
 from .job_parse import Job, parse_job
 from .runtime import Runtime
-from .workflows import apply_params, load_workflow
+from .workflows import apply_params, load_workflow, set_param
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
@@ -237,22 +237,22 @@ def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
         params = dict(job.params)
         if "image" in params:
             params["image"] = "start.png"  # the uploaded name replaces it once the image is in ComfyUI
-        checked = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
+        graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         target = output_target(job, ctx)
         check_output_target(job, target, ctx)
         input_dir, output_dir = rt.io_dirs()
         coming = {item.name for item in job.images} | ({"start.png"} if "image" in params else set())
-        check_input_files(checked, rt.object_info(client) if client else None,
+        check_input_files(graph, rt.object_info(client) if client else None,
                           {"input": input_dir, "output": output_dir, "temp": rt.settings.base_dir / "temp"}, coming)
-        plan = plan_models(checked, ctx)
+        plan = plan_models(graph, ctx)
         inputs = read_inputs(job, ctx)
         models = fetch_models(plan, ctx)
         client = client or rt.ready()
         ctx.timings["comfyui_ready_s"] = round(time.monotonic() - t0, 3)
         image_name, renames = _upload_inputs(inputs, client, ctx)
-        if image_name is not None:
+        if image_name is not None and param_map is not None:  # the placeholder "start.png" becomes the uploaded name
             params["image"] = image_name
-        graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
+            set_param(graph, param_map["params"]["image"], "image", image_name)
         graph = _rename_inputs(graph, renames)
         t1 = time.monotonic()
         prompt_id = client.queue_prompt(graph, api_key=job.comfy_org_api_key or rt.settings.comfy_org_api_key)

@@ -191,16 +191,20 @@ def apply_params(api_graph: dict[str, Any], param_map: dict[str, Any] | None, pa
             raise InvalidInput(f"params.{name}", "is required")
     graph = copy.deepcopy(api_graph)
     for name, value in params.items():
-        spec = specs[name]
-        value = validate_param(name, spec, value)
-        for target in spec.get("targets") or []:
-            node = graph.get(str(target.get("node")))
-            inputs = node.get("inputs") if isinstance(node, dict) else None
-            if not isinstance(inputs, dict) or target.get("input") not in inputs or _is_link(inputs[target["input"]]):
-                raise InvalidInput(f"params.{name}", f"the parameter map targets node {target.get('node')} input "
-                                                     f"{target.get('input')!r}, which this workflow does not have")
-            inputs[target["input"]] = target_value(spec, target, value)
+        set_param(graph, specs[name], name, value)
     return graph
+
+
+def set_param(graph: dict[str, Any], spec: dict[str, Any], name: str, value: Any) -> None:
+    """Validate ``value`` against ``spec`` and set it on the targets of parameter ``name`` in ``graph``, in place."""
+    value = validate_param(name, spec, value)
+    for target in spec.get("targets") or []:
+        node = graph.get(str(target.get("node")))
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict) or target.get("input") not in inputs or _is_link(inputs[target["input"]]):
+            raise InvalidInput(f"params.{name}", f"the parameter map targets node {target.get('node')} input "
+                                                 f"{target.get('input')!r}, which this workflow does not have")
+        inputs[target["input"]] = target_value(spec, target, value)
 
 
 def _map_problems(param_map: Any) -> list[str]:
