@@ -14,11 +14,19 @@ MB = 1000 * 1000  # WORKER_*_MB count megabytes of 10^6 bytes (model_fetch's MOD
 DEFAULT_WORKFLOW = "wan22_i2v_gguf"  # the saved workflow a job without ``workflow`` runs
 WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 DEFAULT_MAX_INPUT_MB = 25
+PRELOAD_MODES = ("off", "cache", "warmup")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (_env(name, default) or default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
 def _truthy(value: str | None) -> bool:
@@ -70,6 +78,9 @@ class WorkerSettings:
     serve_host: str = "127.0.0.1"  # --serve: where runpod's local API server listens
     comfy_log_rate: float = 20.0  # ComfyUI output lines per second forwarded to stdout (0: file only)
     runpod_remote: bool = False  # RUNPOD_WEBHOOK_GET_JOB set: running on RunPod, progress goes to the client
+    preload: str = "off"  # off | cache (read the default workflow's models while ComfyUI boots) | warmup (and run it tiny)
+    preload_reserve: int = 4000 * MB  # memory a preload pass leaves available
+    preload_max: int = 0  # most bytes one preload pass reads (0: as memory allows)
 
     @classmethod
     def from_env(cls, **overrides) -> "WorkerSettings":
@@ -95,6 +106,9 @@ class WorkerSettings:
             serve_host=_env("WORKER_SERVE_HOST", "127.0.0.1"),
             comfy_log_rate=float(_env("WORKER_COMFY_LOG_RATE", "20")),
             runpod_remote=bool(_env("RUNPOD_WEBHOOK_GET_JOB")),
+            preload=_choice("WORKER_PRELOAD", "cache", PRELOAD_MODES),
+            preload_reserve=int(float(_env("WORKER_PRELOAD_RESERVE_MB", "4000")) * MB),
+            preload_max=int(float(_env("WORKER_PRELOAD_MAX_MB", "0")) * MB),
         )
         return replace(s, **overrides) if overrides else s
 

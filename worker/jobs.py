@@ -234,6 +234,9 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
             params["image"] = image_name
         graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
         graph = _rename_inputs(graph, renames)
+        if rt.warmup is not None:
+            rt.warmup.yield_to_job(client)  # the job goes first; the warm-up never fails it
+        on_node = rt.watch_stages(graph, plan)  # reads the next stage's models while a sampler runs
         t1 = time.monotonic()
         prompt_id = client.queue_prompt(graph)
         ctx.report({"stage": "queued", "prompt_id": prompt_id})
@@ -242,7 +245,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict:
             ctx.report({"stage": "sampling", "node": p.node, "value": p.value, "max": p.max})
 
         entry = client.follow(prompt_id, deadline=time.monotonic() + deadline_for(job, params, rt),
-                              on_progress=on_progress, is_alive=rt.alive)
+                              on_progress=on_progress, is_alive=rt.alive, on_node=on_node)
         ctx.timings["execution_s"] = round(time.monotonic() - t1, 3)
         comfy_s = comfy_execution_seconds(entry)
         if comfy_s is not None:
