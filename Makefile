@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast bench realsize reliability image image-test image-size image-clean clean
+.PHONY: setup demo test test-fast bench realsize coldstart reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,10 @@ bench: setup
 # Full-size stand-ins (~28 GB, generated under .cache/realsize, deleted afterwards) through the worker on CPU.
 realsize: setup
 	$(PY) -m bench.realsize
+
+# A cold start on a volume throttled to 200 MB/s (loop device + cgroup; root), WORKER_PRELOAD off vs cache.
+coldstart: setup
+	flock /tmp/heavy.lock $(PY) -m bench.coldstart
 
 reliability: setup
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest -m slow tests/reliability
