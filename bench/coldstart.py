@@ -219,6 +219,9 @@ def run(rate_mb: float = 200.0, modes: tuple[str, ...] = ("off", "cache"), to_fi
             if smoke:
                 print(json.dumps(facts, indent=1))
             else:
+                saved = {"results": results, "sizes": sizes, "rate_mb": rate_mb, "facts": facts,
+                         "to_first_step": to_first_step}
+                (CACHE / "results.json").write_text(json.dumps(saved, default=str))
                 write(results, sizes, rate_mb, facts, to_first_step)
             if not keep:
                 shutil.rmtree(mount / "models", ignore_errors=True)
@@ -227,6 +230,35 @@ def run(rate_mb: float = 200.0, modes: tuple[str, ...] = ("off", "cache"), to_fi
         if not keep:
             image.unlink(missing_ok=True)
             shutil.rmtree(work, ignore_errors=True)
+
+
+NOTES = """\
+Notes. *First step done* is the first progress event of the high-noise sampler: on a GPU it comes seconds after
+the UNET is loaded; on this CPU the step itself takes minutes (dequantizing 9.6 GiB of Q5 per step on 2 cores) and
+the two umt5-xxl text encodes before it take minutes too, so compute, not the volume, dominates every figure here,
+and the goal stated for GPUs (first step ≤ max(ComfyUI boot, volume read) + 10%) cannot be met on it by any read
+strategy. What the comparison shows is the I/O wait removed: *off* − *cache*, against the read time of the first
+stage's files. The second stage is not run (`--to-first-step`, the default): on this CPU it adds ~4 min of
+compute and the low-noise UNET (10.3 GB) does not fit in this machine's memory beside the first stage's 17.9 GB,
+so the overlap read has no room here (the budget leaves it out; tests/test_preload.py shows it on tiny weights).
+Peak RSS of the worker includes this benchmark's own process (torch, imported to generate the stand-ins). The
+`warmup` variant is not measured: on this CPU a warm-up is the whole workflow at 16×16 (~20 min, text encodes and
+two UNET steps), which a job arriving at start interrupts; on a GPU it costs one tiny run (model loads plus a
+few seconds of compute) and pays when workers start before jobs arrive (idle or pre-warmed workers, FlashBoot),
+not when a job is already waiting."""
+
+
+def verdict_text(results: list[dict], read_s: float, to_first_step: bool) -> str:
+    by = {r["mode"]: r for r in results}
+    if "off" not in by or "cache" not in by:
+        return ""
+    off, cache = by["off"], by["cache"]
+    saved = off["first_step"] - cache["first_step"]
+    bound = max(cache["ready"], read_s) * 1.1
+    return (f"Time to the first step: off {off['first_step']:.0f} s, cache {cache['first_step']:.0f} s: "
+            f"{saved:.0f} s saved against {read_s:.0f} s of first-stage reads ({100 * saved / read_s:.0f}%). "
+            f"GPU goal max(ComfyUI ready, volume read) + 10% = {bound:.0f} s: "
+            f"{'met' if cache['first_step'] <= bound else 'not met on CPU (compute, see notes)'}.")
 
 
 def write(results: list[dict], sizes: dict[str, int], rate_mb: float, facts: dict[str, str], to_first_step: bool) -> None:
@@ -256,7 +288,8 @@ def write(results: list[dict], sizes: dict[str, int], rate_mb: float, facts: dic
                      "peak RSS ComfyUI (anon)", "peak RSS worker"], rows)
             + "\n\nPer node (ComfyUI executor time):\n\n" + table(["variant", "node", "time"], per_node)
             + "\n\nPreload reads:\n\n" + table(["variant", "file", "trigger", "bytes", "when", "error"], reads)
-            + "\n\n" + table(["fact", "value"], [[k, v] for k, v in facts.items()]))
+            + "\n\n" + table(["fact", "value"], [[k, v] for k, v in facts.items()])
+            + "\n\n" + verdict_text(results, read_s, to_first_step) + "\n\n" + NOTES)
     write_section("coldstart", "Cold start on a slow volume (`make coldstart`)", body, COMMAND)
     print(body)
 
@@ -268,7 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="run each job to its end (default: stop after step 1)")
     p.add_argument("--keep", action="store_true", help="keep the volume image and the stand-ins")
     p.add_argument("--smoke", action="store_true", help="reduced dims, nothing recorded (checks the harness)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the section from the last run's results")
     args = p.parse_args(argv)
+    if args.report_only:
+        saved = json.loads((CACHE / "results.json").read_text())
+        write(saved["results"], saved["sizes"], saved["rate_mb"], saved["facts"], saved["to_first_step"])
+        return 0
     run(args.rate, tuple(args.modes.split(",")), not args.full, args.keep, args.smoke)
     return 0
 

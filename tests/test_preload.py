@@ -179,3 +179,13 @@ def test_warmup_runs_the_default_workflow_and_gives_way_to_a_job(comfyui_dir, ti
         assert rt.warmup.state in ("yielded", "done"), rt.warmup.state
     finally:
         rt.stop()
+
+
+def test_preload_setting_names_the_variable_when_wrong(monkeypatch):
+    monkeypatch.setenv("WORKER_PRELOAD", "eager")
+    with pytest.raises(ValueError, match="WORKER_PRELOAD='eager': expected one of off, cache, warmup"):
+        WorkerSettings.from_env()
+    monkeypatch.setenv("WORKER_PRELOAD", "Warmup")
+    monkeypatch.setenv("WORKER_PRELOAD_RESERVE_MB", "1500")
+    s = WorkerSettings.from_env()
+    assert (s.preload, s.preload_reserve, s.preload_max) == ("warmup", 1500 * 10**6, 0)
