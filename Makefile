@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast lint pack bench realsize gpu-kit reliability image image-test image-size image-clean clean
+.PHONY: setup demo test test-fast lint pack bench realsize coldstart gpu-kit reliability image image-test image-size image-clean clean
 
 setup:
 	@bash scripts/setup.sh
@@ -37,6 +37,10 @@ realsize: setup
 # project, city96's pack (CITY96_GGUF_GIT=/path/to/ComfyUI-GGUF.git). docs/benchmarks.md, "GPU run in one window".
 gpu-kit: setup
 	$(PY) -m bench.gpu_kit
+
+# A cold start on a volume throttled to 200 MB/s (loop device + cgroup; root), WORKER_PRELOAD off vs cache.
+coldstart: setup
+	flock /tmp/heavy.lock $(PY) -m bench.coldstart
 
 reliability: setup
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest -m slow tests/reliability

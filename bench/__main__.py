@@ -11,8 +11,9 @@ import sys
 import time
 
 BENCHMARKS = ["fetch", "s3", "dequant", "worker"]
-#: Run only when named: `realsize` needs ~55 GB of disk and an hour of CPU, `gpu` a CUDA device.
-OPT_IN = ["realsize", "gpu"]
+#: Run only when named: `realsize` needs ~55 GB of disk and an hour of CPU, `gpu` a CUDA device,
+#: `coldstart` root (a loop device, a cgroup), ~30 GB of disk and half an hour of CPU.
+OPT_IN = ["realsize", "gpu", "coldstart"]
 
 
 def main(argv: list[str]) -> int:

@@ -37,6 +37,14 @@ def number(name: str, default: str, kind: type = float, minimum: float | None = 
     return value
 
 
+def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    """The variable ``name``, one of ``allowed`` (any case); ``SettingError`` naming the variable and the choices."""
+    value = env(name, default).strip().lower()
+    if value not in allowed:
+        raise SettingError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
 def truthy(value: str | None) -> bool:
     """``1``/``true``/``yes``/``on`` (any case) are true; anything else, unset included, is false."""
     return (value or "").strip().lower() in ("1", "true", "yes", "on")

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         rt.start()  # boot ComfyUI now: it overlaps with waiting for (and preparing) the first job
     except ComfyNotFound as exc:
         log.error("%s; jobs will answer comfyui_unavailable", exc)
+    rt.start_preload()  # WORKER_PRELOAD: read the default workflow's models while ComfyUI boots
     threading.Thread(target=_announce_ready, args=(rt,), name="ready", daemon=True).start()
     try:
         if args.test_input:

@@ -124,11 +124,16 @@ class ComfyClient:
     def delete_history(self, prompt_id: str) -> None:
         self._request("POST", "/history", json={"delete": [prompt_id]})
 
-    def interrupt(self) -> None:
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """Interrupt the running prompt; with ``prompt_id``, only when that prompt is the one running."""
         try:
-            self._request("POST", "/interrupt", json={})
+            self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {})
         except ComfyUnavailable:
             pass
+
+    def dequeue(self, prompt_id: str) -> None:
+        """Take a prompt that has not started off ComfyUI's queue (nothing happens once it runs)."""
+        self._request("POST", "/queue", json={"delete": [prompt_id]})
 
     # -- following a prompt -----------------------------------------------------------------
     def _connect(self, timeout: float) -> websocket.WebSocket:
@@ -136,10 +141,12 @@ class ComfyClient:
         return websocket.create_connection(f"{ws_url}/ws?clientId={self.client_id}", timeout=timeout)
 
     def follow(self, prompt_id: str, deadline: float, on_progress: Callable[[Progress], None] | None = None,
-               is_alive: Callable[[], bool] | None = None, history_every: float = 5.0) -> dict[str, Any]:
+               is_alive: Callable[[], bool] | None = None, history_every: float = 5.0,
+               on_node: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Wait for ``prompt_id`` to finish; return its history entry.
 
-        ``deadline`` is a ``time.monotonic()`` value. Raises ComfyExecutionError,
+        ``deadline`` is a ``time.monotonic()`` value; ``on_node(node_id)`` hears each node ComfyUI starts
+        executing (the worker reads the next stage's models meanwhile). Raises ComfyExecutionError,
         ComfyInterrupted, ComfyUnavailable (ComfyUI died) or DeadlineExceeded.
         """
         ws: websocket.WebSocket | None = None
@@ -181,7 +188,7 @@ class ComfyClient:
                     continue
                 if not isinstance(raw, str):
                     continue  # binary preview frames
-                done = self._handle_message(json.loads(raw), prompt_id, on_progress)
+                done = self._handle_message(json.loads(raw), prompt_id, on_progress, on_node)
                 if done:
                     entry = self._finished_entry(prompt_id, wait=5.0)
                     if entry is not None:
@@ -189,10 +196,13 @@ class ComfyClient:
         finally:
             _close(ws)
 
-    def _handle_message(self, msg: dict[str, Any], prompt_id: str, on_progress: Callable[[Progress], None] | None) -> bool:
+    def _handle_message(self, msg: dict[str, Any], prompt_id: str, on_progress: Callable[[Progress], None] | None,
+                        on_node: Callable[[str], None] | None = None) -> bool:
         kind, data = msg.get("type"), msg.get("data") or {}
         if data.get("prompt_id") not in (None, prompt_id):
             return False
+        if kind == "executing" and on_node is not None and data.get("node") is not None:
+            on_node(str(data["node"]))
         if kind == "progress" and on_progress is not None:
             on_progress(Progress(node=data.get("node"), value=int(data.get("value", 0)), max=int(data.get("max", 0))))
         elif kind == "execution_error":

@@ -11,21 +11,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from model_fetch.config import comfyui_dir_from_env, env as _env, number as _number, truthy as _truthy
-from model_fetch.errors import SettingError
+from model_fetch.config import choice as _choice, comfyui_dir_from_env, env as _env, number as _number, truthy as _truthy
 
 MB = 1000 * 1000  # WORKER_*_MB count megabytes of 10^6 bytes (model_fetch's MODEL_FETCH_*_MB count MiB)
 DEFAULT_WORKFLOW = "wan22_i2v_gguf"  # the saved workflow a job without ``workflow`` runs
 WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 DEFAULT_MAX_INPUT_MB = 25
 DEFAULT_MAX_BASE64_MB = 19  # a whole answer with inline outputs; RunPod refuses results over 20 MB
-
-
-def _output_mode() -> str:
-    mode = _env("WORKER_OUTPUT_MODE") or ("s3" if _env("BUCKET_ENDPOINT_URL") else "base64")
-    if mode not in ("base64", "s3"):
-        raise SettingError(f"WORKER_OUTPUT_MODE={mode!r}: expected base64 or s3")
-    return mode
+PRELOAD_MODES = ("off", "cache", "warmup")
 
 
 @dataclass(frozen=True)
@@ -42,7 +35,7 @@ class OutputSettings:
     @classmethod
     def from_env(cls) -> "OutputSettings":
         return cls(
-            mode=_output_mode(),
+            mode=_choice("WORKER_OUTPUT_MODE", "s3" if _env("BUCKET_ENDPOINT_URL") else "base64", ("base64", "s3")),
             bucket=_env("WORKER_OUTPUT_BUCKET") or _env("BUCKET_NAME"),
             prefix=_env("WORKER_OUTPUT_PREFIX", "outputs"),
             url_expires=int(_number("WORKER_OUTPUT_URL_EXPIRES", "3600", int, 1)),
@@ -77,6 +70,9 @@ class WorkerSettings:
     comfy_log_rate: float = 20.0  # ComfyUI output lines per second forwarded to stdout (0: file only)
     runpod_remote: bool = False  # RUNPOD_WEBHOOK_GET_JOB set: running on RunPod, progress goes to the client
     comfy_org_api_key: str | None = field(default=None, repr=False)  # COMFY_ORG_API_KEY: for ComfyUI's API nodes
+    preload: str = "off"  # off | cache (read the default workflow's models while ComfyUI boots) | warmup (+ a tiny run)
+    preload_reserve: int = 4000 * MB  # memory a preload pass leaves available
+    preload_max: int = 0  # most bytes one preload pass reads (0: as memory allows)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "WorkerSettings":
@@ -103,6 +99,9 @@ class WorkerSettings:
             comfy_log_rate=_number("WORKER_COMFY_LOG_RATE", "20"),
             runpod_remote=bool(_env("RUNPOD_WEBHOOK_GET_JOB")),
             comfy_org_api_key=_env("COMFY_ORG_API_KEY"),
+            preload=_choice("WORKER_PRELOAD", "cache", PRELOAD_MODES),
+            preload_reserve=int(_number("WORKER_PRELOAD_RESERVE_MB", "4000") * MB),
+            preload_max=int(_number("WORKER_PRELOAD_MAX_MB", "0") * MB),
         )
         return replace(s, **overrides) if overrides else s
 

@@ -254,6 +254,9 @@ def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
             params["image"] = image_name
             set_param(graph, param_map["params"]["image"], "image", image_name)
         graph = _rename_inputs(graph, renames)
+        if rt.warmup is not None:
+            rt.warmup.yield_to_job(client)  # the job goes first; the warm-up never fails it
+        on_node = rt.watch_stages(graph, plan)  # reads the next stage's models while a sampler runs
         t1 = time.monotonic()
         prompt_id = client.queue_prompt(graph, api_key=job.comfy_org_api_key or rt.settings.comfy_org_api_key)
         ctx.report({"stage": "queued", "prompt_id": prompt_id})
@@ -262,7 +265,7 @@ def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
             ctx.report({"stage": "sampling", "node": p.node, "value": p.value, "max": p.max})
 
         entry = client.follow(prompt_id, deadline=time.monotonic() + deadline_for(job, params, rt),
-                              on_progress=on_progress, is_alive=rt.alive)
+                              on_progress=on_progress, is_alive=rt.alive, on_node=on_node)
         ctx.timings["execution_s"] = round(time.monotonic() - t1, 3)
         comfy_s = comfy_execution_seconds(entry)
         if comfy_s is not None:

@@ -12,6 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import model_fetch
@@ -21,7 +22,9 @@ from .comfy_client import ComfyClient
 from .config import WorkerSettings
 from .errors import ComfyNotFound
 from .gpu import GpuCheck
+from .preload import Preloader, graph_order
 from .supervisor import ComfyProcess, ComfySettings
+from .warmup import Warmup
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ class Runtime:
     _object_info: dict[str, Any] | None = None
     gpu: GpuCheck | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    preloader: Preloader | None = None  # WORKER_PRELOAD=cache|warmup (worker.preload)
+    warmup: Warmup | None = None  # WORKER_PRELOAD=warmup (worker.warmup)
 
     @classmethod
     def from_env(cls) -> "Runtime":
@@ -113,6 +118,39 @@ class Runtime:
                 self._object_info = None
                 self.process.start()
 
+    def start_preload(self) -> None:
+        """``WORKER_PRELOAD`` cache or warmup: read the default workflow's models that are on disk into the page
+        cache while ComfyUI boots (in the background; never raises); warmup: then run it tiny."""
+        if self.settings.preload == "off" or self.preloader is not None:
+            return
+        self.preloader = Preloader(self.settings.preload_reserve, self.settings.preload_max)
+        threading.Thread(target=self._plan_preload, name="preload-plan", daemon=True).start()
+        if self.settings.preload == "warmup":
+            self.warmup = Warmup(self).start()
+
+    def _plan_preload(self) -> None:
+        from .workflows import load_workflow
+
+        try:
+            graph = load_workflow(self.settings.default_workflow, workflows_dir=self.settings.workflows_dir).graph
+            plan = model_fetch.plan(graph, settings=self.fetch_settings, store=self.store(), comfy=self.comfy_folders())
+        except Exception as exc:  # noqa: BLE001 - unknown models, no ComfyUI: the first job reports it
+            log.info("preload skipped: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return
+        files = graph_order(graph, plan)
+        if self.preloader is not None and files:
+            self.preloader.read(files, graph)
+
+    def watch_stages(self, graph: dict[str, Any], plan: model_fetch.Plan) -> Callable[[str], None] | None:
+        """For a job about to run ``graph``: a callback for each node ComfyUI starts, which reads later stages'
+        files while a sampler runs (None when preloading is off)."""
+        if self.settings.preload == "off":
+            return None
+        if self.preloader is None:
+            self.preloader = Preloader(self.settings.preload_reserve, self.settings.preload_max)
+        self.preloader.watch(graph, graph_order(graph, plan))
+        return self.preloader.sampler_started
+
     def ready(self) -> ComfyClient:
         """A client for a running, answering ComfyUI (started or restarted as needed)."""
         self.start()
@@ -132,5 +170,7 @@ class Runtime:
         return self.settings.base_dir / "input", self.settings.base_dir / "output"
 
     def stop(self) -> None:
+        if self.preloader is not None:
+            self.preloader.stop()
         if self.process is not None:
             self.process.stop()
