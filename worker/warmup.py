@@ -14,12 +14,26 @@ import struct
 import threading
 import time
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .comfy_client import ComfyClient
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    import model_fetch
+
+    from .config import WorkerSettings
+
+
+class WarmupHost(Protocol):
+    """What a warm-up needs of the worker's runtime (worker.runtime.Runtime), passed in: nothing imports back."""
+
+    settings: WorkerSettings
+    fetch_settings: model_fetch.Settings
+
+    def ready(self) -> ComfyClient: ...
+    def store(self) -> model_fetch.Store: ...
+    def comfy_folders(self) -> model_fetch.ComfyFolders: ...
+    def alive(self) -> bool: ...
 
 log = logging.getLogger(__name__)
 __all__ = ["Warmup", "WARMUP_PARAMS"]
@@ -42,7 +56,7 @@ def tiny_png(width: int = 16, height: int = 16) -> bytes:
 class Warmup:
     """One warm-up run in a background thread; ``state`` is pending, running, done, skipped, yielded or failed."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: WarmupHost) -> None:
         self.runtime = runtime
         self.state = "pending"
         self.prompt_id: str | None = None
