@@ -39,9 +39,10 @@ def number(name: str, default: str, kind: type = float, minimum: float | None = 
 
 def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     """The variable ``name``, one of ``allowed`` (any case); ``SettingError`` naming the variable and the choices."""
-    value = env(name, default).strip().lower()
+    raw = env(name, default)
+    value = raw.strip().lower()
     if value not in allowed:
-        raise SettingError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+        raise SettingError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
     return value
 
 

@@ -46,7 +46,7 @@ test_input.__test__ = False  # a helper, not a test
 
 @pytest.mark.parametrize("variable, value, says", [
     ("WORKER_COMFY_PORT", "abc", "WORKER_COMFY_PORT='abc': expected a whole number"),
-    ("WORKER_OUTPUT_MODE", "S3", "WORKER_OUTPUT_MODE='S3': expected base64 or s3"),
+    ("WORKER_OUTPUT_MODE", "gcs", "WORKER_OUTPUT_MODE='gcs': expected one of base64, s3"),
     ("MODEL_FETCH_CHUNK_MB", "0", "MODEL_FETCH_CHUNK_MB='0': expected a number above 0"),
 ])
 def test_bad_settings_are_named_at_start(tmp_path, variable, value, says):
