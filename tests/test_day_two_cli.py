@@ -143,7 +143,9 @@ def test_verify_mismatch_answers_one_json_document(lora, tmp_path):
     data = tmp_path / "data"
     assert cli("--manifest", str(mine), "--models-dir", str(data), "pull").returncode == 0
     placed = data / "loras" / src.name
-    placed.write_bytes(b"x" + placed.read_bytes()[1:])
+    damaged = bytearray(placed.read_bytes())
+    damaged[-1] ^= 0xFF  # one byte of tensor data changed, whatever it held (same size)
+    placed.write_bytes(bytes(damaged))
     doc = json_failure(cli("--manifest", str(mine), "--models-dir", str(data), "--json", "verify"), "integrity_error")
     assert [f["state"] for f in doc["files"]] == ["mismatch"] and doc["files"][0]["expected"] == sha
     human = cli("--manifest", str(mine), "--models-dir", str(data), "verify")
