@@ -3,9 +3,13 @@ ComfyUI base directory as a returning user has it, screenshots, and the editor's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from tests import graphs
@@ -54,3 +58,43 @@ def shot(page: Any, name: str, locator: Any = None, clip: dict[str, float] | Non
         from PIL import Image
 
         Image.open(path).convert("RGB").quantize(colors=64).save(PROJECT_ROOT / "docs" / name, optimize=True)
+
+
+@contextlib.contextmanager
+def editor_session(comfyui_dir: Path, tiny_dir: Path, tmp: Path, log_name: str,
+                   extra_entries: Callable[[Path, Any, list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+                   ) -> Iterator[SimpleNamespace]:
+    """Real ComfyUI (the pack, an empty models root under ``tmp``, a manifest of tiny stand-ins on a paced
+    loopback mirror, plus ``extra_entries(tmp, server, entries)``) and a chromium page, both stopped after."""
+    import pytest
+
+    from tests import tiny_weights
+    from tests.conftest import start_comfy
+    from tests.fileserver import FileServer
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install -y chromium)")
+    root, base = tmp / "models", tmp / "base"
+    root.mkdir()
+    prepare_base(base)
+    with FileServer(tmp / "mirror", rate_limit=RATE) as server:
+        entries = tiny_weights.stand_in_mirror(tiny_dir, tmp / "mirror", base_url=server.url)
+        extra = extra_entries(tmp, server, entries) if extra_entries else []
+        manifest = tmp / "manifest.json"
+        manifest.write_text(json.dumps({"models": entries + extra}))
+        comfy = start_comfy(comfyui_dir, base, env={
+            "MODEL_FETCH_MODELS_DIR": str(root), "MODEL_FETCH_MANIFEST": str(manifest),
+            "MODEL_FETCH_NO_DEFAULT_MANIFEST": "1"})
+        try:
+            with playwright.sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                yield SimpleNamespace(page=page, comfy=comfy, root=root, entries=entries, base=base, server=server,
+                                      tmp=tmp)
+                browser.close()
+        finally:
+            comfy.process.stop()
+            if os.environ.get("KEEP_COMFY_LOGS"):
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                shutil.copy(comfy.process.log_path, SHOTS / log_name)

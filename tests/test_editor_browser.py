@@ -12,19 +12,14 @@ Screenshots go to ``.cache/browser/`` for review (docs/editor-*.png are copies o
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from tests import graphs, tiny_weights
-from tests.conftest import start_comfy
-from tests.editor_harness import (CHROMIUM, CHROMIUM_FLAGS, OUTPUT_VIDEO, RATE, SHOTS, SMALL_VIDEO, WORKFLOW, prepare_base,
+from tests import graphs
+from tests.editor_harness import (OUTPUT_VIDEO, SMALL_VIDEO, WORKFLOW, editor_session,
                                   shot)
-from tests.fileserver import FileServer
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]  # a browser and a full run: ~1.5 min
 
@@ -53,30 +48,8 @@ def watch(page, until: str, timeout: float, seen: dict) -> object:
 
 @pytest.fixture(scope="module")
 def editor(comfyui_dir, tiny_dir, tmp_path_factory):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install -y chromium)")
-    tmp = tmp_path_factory.mktemp("editor")
-    root, base = tmp / "models", tmp / "base"
-    root.mkdir()
-    prepare_base(base)
-    with FileServer(tmp / "mirror", rate_limit=RATE) as server:
-        entries = tiny_weights.stand_in_mirror(tiny_dir, tmp / "mirror", base_url=server.url)
-        manifest = tmp / "manifest.json"
-        manifest.write_text(json.dumps({"models": entries}))
-        comfy = start_comfy(comfyui_dir, base, env={
-            "MODEL_FETCH_MODELS_DIR": str(root), "MODEL_FETCH_MANIFEST": str(manifest),
-            "MODEL_FETCH_NO_DEFAULT_MANIFEST": "1"})
-        try:
-            with playwright.sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                yield SimpleNamespace(page=page, comfy=comfy, root=root, entries=entries, base=base)
-                browser.close()
-        finally:
-            comfy.process.stop()
-            if os.environ.get("KEEP_COMFY_LOGS"):
-                shutil.copy(comfy.process.log_path, SHOTS / "comfyui-editor.log")
+    with editor_session(comfyui_dir, tiny_dir, tmp_path_factory.mktemp("editor"), "comfyui-editor.log") as session:
+        yield session
 
 
 def test_open_shipped_workflow_press_run_get_video(editor):

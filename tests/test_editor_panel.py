@@ -14,19 +14,15 @@ Screenshots go to ``.cache/browser/panel-*.png`` (docs/editor-panel-*.png are co
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from model_fetch._store import part_path
-from tests import graphs, tiny_weights
-from tests.conftest import start_comfy
-from tests.fileserver import FileServer
-from tests.editor_harness import CHROMIUM, CHROMIUM_FLAGS, OUTPUT_VIDEO, RATE, SHOTS, WORKFLOW, prepare_base, shot
+from tests import graphs
+from tests.editor_harness import OUTPUT_VIDEO, WORKFLOW, editor_session, shot
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]  # a browser and a full run: ~2 min
 
@@ -72,35 +68,19 @@ class Page:
         return {name: state for name, state, _ in self.look()["rows"]}
 
 
+def _extra_vae(tmp: Path, server, entries: list[dict]) -> list[dict]:
+    """A second VAE in the manifest that no shipped node uses."""
+    vae = next(e for e in entries if e["directory"] == "vae")
+    shutil.copyfile(tmp / "mirror" / vae["name"], tmp / "mirror" / EXTRA_VAE)
+    return [{**vae, "name": EXTRA_VAE, "url": f"{server.url}/{EXTRA_VAE}"}]
+
+
 @pytest.fixture(scope="module")
 def editor(comfyui_dir, tiny_dir, tmp_path_factory):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install -y chromium)")
-    tmp = tmp_path_factory.mktemp("panel")
-    root, base = tmp / "models", tmp / "base"
-    root.mkdir()
-    prepare_base(base)
-    with FileServer(tmp / "mirror", rate_limit=RATE) as server:
-        entries = tiny_weights.stand_in_mirror(tiny_dir, tmp / "mirror", base_url=server.url)
-        vae = next(e for e in entries if e["directory"] == "vae")
-        shutil.copyfile(tmp / "mirror" / vae["name"], tmp / "mirror" / EXTRA_VAE)
-        manifest = tmp / "manifest.json"
-        manifest.write_text(json.dumps({"models": entries + [{**vae, "name": EXTRA_VAE, "url": f"{server.url}/{EXTRA_VAE}"}]}))
-        comfy = start_comfy(comfyui_dir, base, env={
-            "MODEL_FETCH_MODELS_DIR": str(root), "MODEL_FETCH_MANIFEST": str(manifest),
-            "MODEL_FETCH_NO_DEFAULT_MANIFEST": "1"})
-        try:
-            with playwright.sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                yield SimpleNamespace(page=Page(page), comfy=comfy, root=root, entries=entries, base=base,
-                                      server=server, tmp=tmp)
-                browser.close()
-        finally:
-            comfy.process.stop()
-            if os.environ.get("KEEP_COMFY_LOGS"):
-                shutil.copy(comfy.process.log_path, SHOTS / "comfyui-panel.log")
+    with editor_session(comfyui_dir, tiny_dir, tmp_path_factory.mktemp("panel"), "comfyui-panel.log",
+                        _extra_vae) as session:
+        session.page = Page(session.page)
+        yield session
 
 
 def open_workflow(page, workflow: dict, path: Path) -> None:
