@@ -24,9 +24,10 @@ from ._comfy_folders import ComfyFolders
 from ._folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
 from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
 from ._progress import FileProgress
+from ._sizes import human_bytes
 from ._store import Store
 from .config import Settings
-from .errors import (DownloadCancelled, DownloadError, HostUnreachable, IntegrityError, LeaseTimeout, ManifestError,
+from .errors import (CodedError, DownloadCancelled, DownloadError, HostUnreachable, IntegrityError, LeaseTimeout, ManifestError,
                      ModelFetchError, NotEnoughSpace, OfflineError, SourceNotFound, SourceRefused, UnknownModelError,
                      WorkflowError)
 
@@ -76,8 +77,10 @@ __all__ = [
     "workflow_needs", "check_embedded_sources", "Refusal", "UrlRefused", "check_public_host", "redact_url",
     # S3 (mirrors, and the worker's output bucket)
     "s3_client", "s3_upload", "s3_endpoint_bucket",
-    # errors
-    "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
+    # byte counts as people read them
+    "human_bytes",
+    # errors (CodedError: the project's one error protocol)
+    "CodedError", "ModelFetchError", "ManifestError", "WorkflowError", "UnknownModelError", "SourceRefused", "NotEnoughSpace",
     "IntegrityError", "DownloadError", "DownloadCancelled", "SourceNotFound", "HostUnreachable", "OfflineError",
     "LeaseTimeout",
 ]

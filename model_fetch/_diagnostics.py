@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings, env_report
-from .errors import human_bytes
+from ._sizes import human_bytes
 from ._folders import FOLDERS
 from ._manifest import Manifest
 from ._inventory import status

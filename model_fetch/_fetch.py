@@ -19,8 +19,9 @@ from . import _journal as journal
 from .config import MiB, Settings
 from ._engine import Download, preflight
 from .errors import (DownloadCancelled, DownloadError, HostUnreachable, IntegrityError, LeaseTimeout, ModelFetchError,
-                     NoSource, NotEnoughSpace, OfflineError, SourceNotFound, human_bytes, os_error)
+                     NoSource, NotEnoughSpace, OfflineError, SourceNotFound, os_error)
 from ._hashing import sha256_file
+from ._sizes import human_bytes
 from ._lease import Lease
 from ._manifest import WORKFLOW_ORIGIN, ModelEntry
 from ._progress import FileProgress, PerFileThrottle

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from .errors import human_bytes
+from ._sizes import human_bytes
 from ._progress import FileProgress
 
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import defaults
 from .config import Settings
-from .errors import (IntegrityError, ModelFetchError, SettingError, UnknownModelError, UsageError, human_bytes,
-                     os_error)
+from ._sizes import human_bytes
+from .errors import IntegrityError, ModelFetchError, SettingError, UnknownModelError, UsageError, os_error
 from ._manifest import Manifest, ModelEntry, load_manifest
 
 if TYPE_CHECKING:
@@ -193,9 +193,10 @@ class Mismatch(IntegrityError):
     """``verify``: files on disk whose sha256 is not the expected one."""
 
     def __init__(self, names: list[str], files: dict[str, Any]) -> None:
-        ModelFetchError.__init__(self, f"sha256 mismatch: {', '.join(names)} (run `model-fetch pull` to replace)")
+        # with --json the one document holds the files too
+        ModelFetchError.__init__(self, f"sha256 mismatch: {', '.join(names)} (run `model-fetch pull` to replace)",
+                                 **files)
         self.name, self.expected, self.actual = ", ".join(names), "", ""
-        self.answer_extra = files  # with --json the one document holds the files too
 
 
 def _comfy_folders(args: argparse.Namespace, settings: Settings) -> ComfyFolders | None:
@@ -356,7 +357,7 @@ def _fail(exc: ModelFetchError, as_json: bool) -> int:
     message = " ".join(str(exc).split())  # one line, whatever the cause's message holds
     print(f"{red}error: {message}{reset}", file=sys.stderr)
     if as_json:
-        print(json.dumps({**getattr(exc, "answer_extra", {}), "error": message, "code": exc.code}, indent=2))
+        print(json.dumps(exc.to_answer(), indent=2))
     return 2 if isinstance(exc, UsageError) else 1
 
 

@@ -37,10 +37,12 @@ def number(name: str, default: str, kind: type = float, minimum: float | None = 
     return value
 
 
-def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
-    """The variable ``name``, one of ``allowed`` (any case); ``SettingError`` naming the variable and the choices."""
+def choice(name: str, default: str, allowed: tuple[str, ...], aliases: dict[str, str] | None = None) -> str:
+    """The variable ``name``, one of ``allowed`` (any case; ``aliases`` maps other spellings to one of them);
+    ``SettingError`` naming the variable and the choices."""
     raw = env(name, default)
     value = raw.strip().lower()
+    value = (aliases or {}).get(value, value)
     if value not in allowed:
         raise SettingError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
     return value
@@ -49,9 +51,6 @@ def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
 def truthy(value: str | None) -> bool:
     """``1``/``true``/``yes``/``on`` (any case) are true; anything else, unset included, is false."""
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-_env, _truthy = env, truthy  # the names this module's readers use
 
 
 def comfyui_dir_from_env() -> Path | None:
@@ -65,7 +64,7 @@ def _paths(value: str | None) -> list[Path]:
 
 
 def default_local_root() -> Path:
-    cache = _env("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    cache = env("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "model-fetch" / "models"
 
 
@@ -106,34 +105,33 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
-        env = os.environ
         settings = cls(
-            models_dirs=_paths(_env("MODEL_FETCH_MODELS_DIR")),
-            volume_dir=Path(_env("MODEL_FETCH_VOLUME_DIR", "/runpod-volume/models")).expanduser(),
-            local_dir=Path(_env("MODEL_FETCH_LOCAL_DIR", str(default_local_root()))).expanduser(),
-            manifests=_paths(_env("MODEL_FETCH_MANIFEST")),
-            include_default_manifest=not _truthy(_env("MODEL_FETCH_NO_DEFAULT_MANIFEST")),
+            models_dirs=_paths(env("MODEL_FETCH_MODELS_DIR")),
+            volume_dir=Path(env("MODEL_FETCH_VOLUME_DIR", "/runpod-volume/models")).expanduser(),
+            local_dir=Path(env("MODEL_FETCH_LOCAL_DIR", str(default_local_root()))).expanduser(),
+            manifests=_paths(env("MODEL_FETCH_MANIFEST")),
+            include_default_manifest=not truthy(env("MODEL_FETCH_NO_DEFAULT_MANIFEST")),
             connections=int(number("MODEL_FETCH_CONNECTIONS", "8", int, 1)),
             chunk_size=int(number("MODEL_FETCH_CHUNK_MB", "8", float, 0, above=True) * MiB) or 1,
-            offline=_truthy(env.get("HF_HUB_OFFLINE")) or _truthy(env.get("MODEL_FETCH_OFFLINE")),
+            offline=truthy(env("HF_HUB_OFFLINE")) or truthy(env("MODEL_FETCH_OFFLINE")),
             stall_timeout=number("MODEL_FETCH_STALL_TIMEOUT", "30", float, 0, above=True),
             first_byte_timeout=number("MODEL_FETCH_FIRST_BYTE_TIMEOUT", "30", float, 0, above=True),
             max_attempts=int(number("MODEL_FETCH_MAX_ATTEMPTS", "8", int, 1)),
             lease_ttl=number("MODEL_FETCH_LEASE_TTL", "30", float, 0, above=True),
             wait_timeout=number("MODEL_FETCH_WAIT_TIMEOUT", str(4 * 3600), float, 0),
             min_free_bytes=int(number("MODEL_FETCH_MIN_FREE_MB", "256", float, 0) * MiB),
-            hf_token=_env("HF_TOKEN") or _env("HUGGING_FACE_HUB_TOKEN"),
-            hf_endpoint=(_env("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/"),
-            s3_endpoint_url=_env("BUCKET_ENDPOINT_URL") or _env("AWS_ENDPOINT_URL_S3") or _env("AWS_ENDPOINT_URL"),
-            s3_region=_env("AWS_REGION") or _env("AWS_DEFAULT_REGION") or _env("BUCKET_REGION"),
-            s3_access_key_id=_env("BUCKET_ACCESS_KEY_ID"),
-            s3_secret_access_key=_env("BUCKET_SECRET_ACCESS_KEY"),
-            mirror_writeback=_env("MODEL_FETCH_MIRROR_WRITEBACK"),
+            hf_token=env("HF_TOKEN") or env("HUGGING_FACE_HUB_TOKEN"),
+            hf_endpoint=(env("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/"),
+            s3_endpoint_url=env("BUCKET_ENDPOINT_URL") or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL"),
+            s3_region=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or env("BUCKET_REGION"),
+            s3_access_key_id=env("BUCKET_ACCESS_KEY_ID"),
+            s3_secret_access_key=env("BUCKET_SECRET_ACCESS_KEY"),
+            mirror_writeback=env("MODEL_FETCH_MIRROR_WRITEBACK"),
             comfyui_dir=comfyui_dir_from_env(),
             allowed_hosts=tuple(h.strip().lower().rstrip(".") for h in
-                                (_env("MODEL_FETCH_ALLOWED_HOSTS", "huggingface.co,civitai.com") or "").split(",")
+                                (env("MODEL_FETCH_ALLOWED_HOSTS", "huggingface.co,civitai.com") or "").split(",")
                                 if h.strip()),
-            allow_private_urls=_truthy(_env("MODEL_FETCH_ALLOW_PRIVATE_URLS")),
+            allow_private_urls=truthy(env("MODEL_FETCH_ALLOW_PRIVATE_URLS")),
         )
         return replace(settings, **overrides) if overrides else settings
 

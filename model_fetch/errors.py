@@ -1,28 +1,37 @@
-"""Failure kinds, each with a message that says what to do. The CLI prints one red line and exits 1."""
+"""The project's one error protocol, and model_fetch's failure kinds.
+
+``CodedError`` is the base of every error family (model_fetch's here, the worker's ``worker.errors``, the
+pack's ``custom_nodes/wan_serverless/errors.py``): a ``code`` from docs/errors.md's one table, a message
+that says what to do, answer ``fields``, and ``to_answer()``. The CLI prints one red line and exits 1.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+from ._sizes import human_bytes
 
 
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "unknown size"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} TB"
+class CodedError(Exception):
+    """An error a user gets an answer for: ``{"error": <message>, "code": <code>, **fields}``. The base
+    code, ``internal_error``, is the answer to anything unexpected."""
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str = "", **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+
+    def to_answer(self) -> dict[str, Any]:
+        """The answer: ``{"error": <message>, "code": <code>, **fields}`` (a job adds ``details``)."""
+        return {"error": self.message, "code": self.code, **self.fields}
 
 
-class ModelFetchError(Exception):
+class ModelFetchError(CodedError):
     """Base class of every model_fetch failure: a ``code`` (docs/errors.md) and a message that says what to do."""
 
     code = "model_fetch_error"
-
-    def to_answer(self) -> dict[str, Any]:
-        """``{"error": <message>, "code": <code>}``, the shape every error of the project answers with."""
-        return {"error": str(self), "code": self.code}
 
 
 class ManifestError(ModelFetchError):

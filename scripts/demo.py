@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from tests import tiny_weights  # noqa: E402
 from tests.graphs import input_png  # noqa: E402
 from worker import comfyui_home  # noqa: E402
+from worker.errors import ComfyNotFound  # noqa: E402
 from worker.supervisor import free_port  # noqa: E402
 
 DEMO = ROOT / ".demo"
@@ -33,7 +34,7 @@ DEMO = ROOT / ".demo"
 def main() -> int:
     try:
         comfyui = comfyui_home.ensure()
-    except comfyui_home.ComfyUINotFound as exc:
+    except ComfyNotFound as exc:
         print(f"!!! {exc}", file=sys.stderr)
         return 1
     tiny = DEMO / "tiny-weights"

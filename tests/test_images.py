@@ -63,7 +63,7 @@ def test_base64_and_data_uri():
 def test_bad_values_name_the_field(value, fragment):
     with pytest.raises(InvalidInput) as err:
         load_image(value, "images[0].image", DEFAULT)
-    assert err.value.details["field"] == "images[0].image" and fragment in err.value.message
+    assert err.value.fields["field"] == "images[0].image" and fragment in err.value.message
 
 
 def test_size_bound_on_base64():

@@ -26,7 +26,7 @@ PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
 def field_of(raw, **kw) -> tuple[str, str]:
     with pytest.raises(InvalidInput) as err:
         parse_job(raw, **kw)
-    return err.value.details["field"], err.value.message
+    return err.value.fields["field"], err.value.message
 
 
 def test_schema_is_valid_draft_2020_12_and_documents_every_field():
@@ -191,7 +191,7 @@ def test_random_json_like_inputs_raise_only_invalid_input(raw):
     try:
         job = parse_job(raw)
     except InvalidInput as exc:
-        assert exc.details["field"] and exc.message.startswith(exc.details["field"])
+        assert exc.fields["field"] and exc.message.startswith(exc.fields["field"])
     else:
         assert isinstance(job, Job) and job.action in ("run", "status", "prefetch", "verify", "doctor")
 

@@ -412,7 +412,7 @@ def test_unknown_file_is_refused_naming_file_and_folder(env):
     message = str(err.value)
     assert "'nope_high.gguf'" in message and "'diffusion_models' folder" in message and str(env.root) in message
     assert "no model_fetch manifest lists it" in message, message
-    assert err.value.details["node_id"] == "6" and err.value.details["node_type"] == "WanUnetLoaderGGUF"
+    assert err.value.fields["node_id"] == "6" and err.value.fields["node_type"] == "WanUnetLoaderGGUF"
 
 
 def test_pull_all_fetches_every_manifest_model(env):
@@ -427,7 +427,7 @@ def test_pull_all_fetches_every_manifest_model(env):
     assert all(served(env, name) == PROBE + size(env, name) for name in MANIFEST)  # nothing was fetched twice
 
 
-# --- without model_fetch -------------------------------------------------------------------------------
+# --- without model_fetch, and with unusable settings ---------------------------------------------------
 
 MISSING_PROBE = """
 import importlib.util, json, sys
@@ -439,34 +439,40 @@ try:
 except ImportError:
     before = None
 path_before = list(sys.path)
-spec = importlib.util.spec_from_file_location("fetch_setup", {module!r})
-fetch_setup = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fetch_setup)
-mf, why = fetch_setup.import_model_fetch()
-print(json.dumps({{"before": before, "after": getattr(mf, "__file__", None), "why": why,
-                  "path_changed": sys.path != path_before}}))
+spec = importlib.util.spec_from_file_location("wan_serverless", {init!r}, submodule_search_locations=[{pack!r}])
+pack = importlib.util.module_from_spec(spec)
+sys.modules["wan_serverless"] = pack
+try:
+    spec.loader.exec_module(pack)
+    error = None
+except ImportError as exc:
+    error = {{"type": type(exc).__name__, "message": str(exc)}}
+print(json.dumps({{"before": before, "error": error, "path_changed": sys.path != path_before}}))
 """
 
 
-def test_model_fetch_not_installed_turns_fetch_off_with_why(tmp_path):
-    """Imported only as an installed package: the repository the pack sits in is never put on sys.path."""
+def test_model_fetch_not_installed_the_pack_says_how_to_install_it(tmp_path):
+    """model_fetch is imported normally, as an installed package (the repository the pack sits in is never put
+    on sys.path); without it the pack does not load, and ComfyUI's import-failure log carries the command."""
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parent.parent
-    code = MISSING_PROBE.format(repo=str(repo), module=str(repo / "custom_nodes/wan_serverless/fetch_setup.py"))
+    pack = repo / "custom_nodes" / "wan_serverless"
+    code = MISSING_PROBE.format(repo=str(repo), init=str(pack / "__init__.py"), pack=str(pack))
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["before"] is None  # the probe really hid the installed package
-    assert result["after"] is None and not result["path_changed"]
-    assert "model_fetch cannot be imported" in result["why"]
-    assert "pip install -r " + str(repo / "custom_nodes/wan_serverless/requirements.txt") in result["why"]
+    assert result["error"]["type"] == "ImportError" and not result["path_changed"]
+    assert "wan_serverless needs model_fetch" in result["error"]["message"]
+    assert "pip install -r " + str(pack / "requirements.txt") in result["error"]["message"]
 
 
 @pytest.fixture()
 def pack_offline(comfyui_dir, monkeypatch, tmp_path):
-    """The pack imported in this process against ComfyUI's code, model_fetch unavailable, one model on disk."""
+    """The pack imported in this process against ComfyUI's code, its model_fetch settings unusable (fetch on first
+    use off), one model on disk."""
     import sys
 
     if str(comfyui_dir) not in sys.path:
@@ -476,11 +482,11 @@ def pack_offline(comfyui_dir, monkeypatch, tmp_path):
     comfy.cli_args.args.cpu = True
     import folder_paths
 
-    from custom_nodes.wan_serverless import fetch, fetch_setup, nodes
+    from custom_nodes.wan_serverless import fetch, nodes
 
     monkeypatch.setattr(fetch, "_context", None)
     monkeypatch.setattr(fetch, "_disabled", None)
-    monkeypatch.setattr(fetch_setup, "import_model_fetch", lambda: (None, "model_fetch cannot be imported (test)"))
+    monkeypatch.setenv("MODEL_FETCH_CONNECTIONS", "many")  # settings_invalid: fetch on first use turns off
     folder = tmp_path / "diffusion_models"
     folder.mkdir()
     (folder / "on_disk.gguf").write_bytes(b"GGUF")
@@ -488,7 +494,7 @@ def pack_offline(comfyui_dir, monkeypatch, tmp_path):
     return SimpleNamespace(nodes=nodes, folder=folder)
 
 
-def test_without_model_fetch_the_loaders_use_files_on_disk(pack_offline, caplog):
+def test_with_fetch_off_the_loaders_use_files_on_disk(pack_offline, caplog):
     nodes = pack_offline.nodes
     with caplog.at_level("WARNING"):
         choices, options = nodes.WanUnetLoaderGGUF.INPUT_TYPES()["required"]["unet_name"]

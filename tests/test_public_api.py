@@ -17,7 +17,7 @@ import model_fetch
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = [ROOT / "worker", ROOT / "custom_nodes" / "wan_serverless"]
 PUBLIC_MODULES = {"model_fetch", "model_fetch.config", "model_fetch.errors", "model_fetch.cli"}
-# names the clients bind to the model_fetch module itself (fetch_setup.import_model_fetch hands it round as ``mf``)
+# names the clients bind to the model_fetch module itself
 MODULE_ALIASES = {"model_fetch", "mf"}
 
 

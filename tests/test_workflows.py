@@ -87,7 +87,7 @@ def test_integral_floats_become_integers():
 def test_invalid_params_name_their_field(params, field, words):
     with pytest.raises(InvalidInput) as err:
         run(params)
-    assert err.value.details["field"] == field and words in err.value.message
+    assert err.value.fields["field"] == field and words in err.value.message
 
 
 def test_required_image_and_params_object():
@@ -171,7 +171,7 @@ def test_load_by_name_gives_api_graph_and_param_map():
 def test_unknown_or_traversal_names_are_refused(name):
     with pytest.raises(InvalidInput) as err:
         load_workflow(name)
-    assert err.value.details["field"] == "workflow" and len(err.value.message) < 400
+    assert err.value.fields["field"] == "workflow" and len(err.value.message) < 400
 
 
 def test_workflow_saved_only_in_ui_format_loads_with_object_info(tmp_path):
@@ -417,7 +417,7 @@ def test_notes_are_dropped_and_unknown_types_are_named():
     g.add(12, "Foo", [1], outputs=("IMAGE",))
     with pytest.raises(InvalidInput, match="node 12 has unknown type 'Foo'") as err:
         g.api()
-    assert err.value.details["field"] == "workflow"
+    assert err.value.fields["field"] == "workflow"
     g.nodes[12]["mode"] = 2  # a muted unknown node does not run: fine
     assert "12" not in g.api()
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from model_fetch.errors import SettingError
 
 from .config import default_runpod_log_level
+from .errors import InvalidInput, job_answer
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -49,15 +50,13 @@ def _settings_invalid(exc: SettingError, answer_out: TextIO | None) -> int:
     ``--test-input``, the answer ``{"error", "code": "settings_invalid"}``); exit 1."""
     log.error("error: %s (settings_invalid; see docs/configuration.md)", exc)
     if answer_out is not None:
-        print(json.dumps({**exc.to_answer(), "details": [str(exc)]}, indent=2), file=answer_out)
+        print(json.dumps(job_answer(exc), indent=2), file=answer_out)
     return 1
 
 
 def read_test_input(path: Path) -> dict[str, Any]:
     """The job in a ``--test-input`` file (``{"input": ...}`` or the input itself), or the answer to a file
     that is not one: ``invalid_input`` naming ``--test-input``, never a traceback."""
-    from .errors import InvalidInput
-
     try:
         raw = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from model_fetch.config import comfyui_dir_from_env
 
 from .config import child_env
+from .errors import ComfyNotFound
 
 PINNED_VERSION = "0.8.0"
 PINNED_TAG = f"v{PINNED_VERSION}"
@@ -23,10 +24,6 @@ UPSTREAM_URL = "https://github.com/comfyanonymous/ComfyUI.git"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger(__name__)
-
-
-class ComfyUINotFound(RuntimeError):
-    """No ComfyUI checkout was found and none could be cloned."""
 
 
 def candidates() -> list[Path]:
@@ -82,7 +79,7 @@ def ensure(clone: bool = True) -> Path:
             log.debug("clone of ComfyUI failed: %s", exc)
         if is_comfyui(target):
             return target.resolve()
-    raise ComfyUINotFound(missing_message())
+    raise ComfyNotFound(missing_message())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(ensure(clone="--no-clone" not in args))
         return 0
-    except ComfyUINotFound as exc:
+    except ComfyNotFound as exc:
         print(f"!!! {exc}", file=sys.stderr)
         return 1
 

@@ -10,32 +10,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from model_fetch.errors import CodedError
 
-class WorkerError(Exception):
-    """Base class: a message a user can act on, a stable code and optional details."""
+from .redact import clip_all
 
-    code = "internal_error"
 
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = {k: v for k, v in details.items() if v is not None}
+def detail_lines(exc: CodedError) -> list[str]:
+    """The message, then one line per ComfyUI node error (``node_errors``), as worker-comfyui clients read them."""
+    lines = [exc.message]
+    for node_id, node in (exc.fields.get("node_errors") or {}).items():
+        for err in (node.get("errors") or []) if isinstance(node, dict) else []:
+            lines.append(f"node {node_id} ({node.get('class_type', '?')}): {err.get('message', '')}"
+                         + (f": {err['details']}" if err.get("details") else ""))
+    return lines
 
-    def detail_lines(self) -> list[str]:
-        lines = [self.message]
-        for node_id, node in (self.details.get("node_errors") or {}).items():
-            for err in (node.get("errors") or []) if isinstance(node, dict) else []:
-                lines.append(f"node {node_id} ({node.get('class_type', '?')}): {err.get('message', '')}"
-                             + (f": {err['details']}" if err.get("details") else ""))
-        return lines
+
+def job_answer(exc: CodedError) -> dict[str, Any]:
+    """A job's answer to any coded error: its ``to_answer()`` plus ``details``, long base64-like runs in any
+    string cut (``worker.redact``): no echo of user data."""
+    answer: dict[str, Any] = clip_all({**CodedError.to_answer(exc), "details": detail_lines(exc)})
+    return answer
+
+
+class WorkerError(CodedError):
+    """Base class: a message a user can act on, a stable code (``internal_error`` unless refined) and answer fields."""
 
     def to_answer(self) -> dict[str, Any]:
-        """The answer, long base64-like runs in any string cut (``worker.redact``): no echo of user data."""
-        from .redact import clip_all
-
-        answer: dict[str, Any] = clip_all({"error": self.message, "code": self.code, **self.details,
-                                           "details": self.detail_lines()})
-        return answer
+        return job_answer(self)
 
 
 class InvalidInput(WorkerError):

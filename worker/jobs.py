@@ -1,6 +1,7 @@
-"""One job, end to end: parse → load workflow → apply and validate params → plan models → fetch
-missing (with progress) → upload inputs → queue → follow → collect outputs → deliver → clean up.
-Storage actions answer from model_fetch.
+"""One job, end to end, each step once: parse → prepare (load the workflow, apply and validate params,
+check outputs and input files) → plan models → fetch (input images, missing models with progress) → run
+(upload, queue, follow) → deliver (collect outputs, answer) → clean up. Storage actions answer from
+model_fetch.
 """
 
 from __future__ import annotations
@@ -31,12 +32,28 @@ REFERENCE_WORK = 832 * 480 * 81 * 4  # pixels × frames × steps of the default 
 
 @dataclass
 class JobContext:
+    """One job's surroundings: the runtime, its progress channel, and what it leaves to clean up."""
+
     runtime: Runtime
     report: Report
     job_id: str = "local"
     uploaded: list[Path] = field(default_factory=list)
     produced: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    client: ComfyClient | None = None  # once the job talked to ComfyUI
+    prompt_id: str | None = None  # once the graph is queued
+
+
+@dataclass
+class Prepared:
+    """A job that passed every check needing no download: its graph with params applied, and where its
+    outputs go."""
+
+    graph: dict[str, Any]
+    param_map: dict[str, Any] | None
+    params: dict[str, Any]
+    target: tuple[str, str | None]  # (output mode, bucket)
 
 
 def deadline_for(job: Job, params: dict[str, Any], runtime: Runtime) -> float:
@@ -198,90 +215,107 @@ def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFil
     return out.as_base64(files, s.max_base64_bytes)
 
 
-def _cleanup(ctx: JobContext, client: ComfyClient | None, prompt_id: str | None) -> None:
+def _cleanup(ctx: JobContext) -> None:
     for path in ctx.uploaded + ctx.produced:
         try:
             path.unlink()
         except OSError:
             pass
-    if client is not None and prompt_id:
+    if ctx.client is not None and ctx.prompt_id:
         try:
-            client.delete_history(prompt_id)
+            ctx.client.delete_history(ctx.prompt_id)
         except WorkerError:
             pass
 
 
-def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
-    """parse (done) → load workflow → apply and validate params → output target → plan models → read input
-    images → fetch models → upload → queue → follow → deliver. Nothing is downloaded or uploaded before
-    every check that needs no download has passed."""
+def prepare(job: Job, ctx: JobContext) -> Prepared:
+    """Load the workflow, apply and validate params, check the output target and the input files: every
+    check that needs no download, before anything is downloaded or uploaded."""
     rt = ctx.runtime
-    t0 = time.monotonic()
+    if isinstance(job.workflow, dict) and isinstance(job.workflow.get("nodes"), list):
+        ctx.client = rt.ready()  # a UI-format graph is converted with ComfyUI's /object_info
+    object_info = rt.object_info(ctx.client) if ctx.client else None
+    loaded = load_workflow(job.workflow or rt.settings.default_workflow, object_info=object_info,
+                           workflows_dir=rt.settings.workflows_dir)
+    if loaded.param_map is None and job.params:
+        raise InvalidInput("params", "this workflow has no parameter map; set values in the graph itself")
+    # an inline graph without params runs as sent (worker-comfyui style), even when it is a saved workflow
+    param_map = loaded.param_map if isinstance(job.workflow, str) or job.params else None
+    params = dict(job.params)
+    if "image" in params:
+        params["image"] = "start.png"  # the uploaded name replaces it once the image is in ComfyUI
+    graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
+    target = output_target(job, ctx)
+    check_output_target(job, target, ctx)
+    input_dir, output_dir = rt.io_dirs()
+    coming = {item.name for item in job.images} | ({"start.png"} if "image" in params else set())
+    check_input_files(graph, object_info, {"input": input_dir, "output": output_dir,
+                                           "temp": rt.settings.base_dir / "temp"}, coming)
+    return Prepared(graph, param_map, params, target)
+
+
+def run(job: Job, prepared: Prepared, inputs: InputFiles, plan: model_fetch.Plan, ctx: JobContext) -> dict[str, Any]:
+    """Upload the inputs, queue the graph and follow it to the end; ComfyUI's history entry."""
+    rt = ctx.runtime
+    client = ctx.client = ctx.client or rt.ready()
+    ctx.timings["comfyui_ready_s"] = round(time.monotonic() - ctx.started, 3)
+    graph, params = prepared.graph, prepared.params
+    image_name, renames = _upload_inputs(inputs, client, ctx)
+    if image_name is not None and prepared.param_map is not None:  # the placeholder becomes the uploaded name
+        params["image"] = image_name
+        set_param(graph, prepared.param_map["params"]["image"], "image", image_name)
+    graph = _rename_inputs(graph, renames)
+    if rt.warmup is not None:
+        rt.warmup.yield_to_job(client)  # the job goes first; the warm-up never fails it
+    on_node = rt.watch_stages(graph, plan)  # reads the next stage's models while a sampler runs
+    t1 = time.monotonic()
+    ctx.prompt_id = client.queue_prompt(graph, api_key=job.comfy_org_api_key or rt.settings.comfy_org_api_key)
+    ctx.report({"stage": "queued", "prompt_id": ctx.prompt_id})
+
+    def on_progress(p: Progress) -> None:
+        ctx.report({"stage": "sampling", "node": p.node, "value": p.value, "max": p.max})
+
+    entry = client.follow(ctx.prompt_id, deadline=time.monotonic() + deadline_for(job, params, rt),
+                          on_progress=on_progress, is_alive=rt.alive, on_node=on_node)
+    ctx.timings["execution_s"] = round(time.monotonic() - t1, 3)
+    comfy_s = comfy_execution_seconds(entry)
+    if comfy_s is not None:
+        ctx.timings["comfy_execution_s"] = comfy_s
+    return entry
+
+
+def deliver(job: Job, prepared: Prepared, entry: dict[str, Any], models: dict[str, Any],
+            ctx: JobContext) -> dict[str, Any]:
+    """Collect the outputs, send them where the job asked (base64 or S3) and build the answer."""
+    warnings = lora_reports.check(entry)  # a LoRA that applied to nothing fails the job here
+    images, described = out.answer_outputs(_deliver(job, prepared.target, _collect(entry, ctx), ctx))
+    ctx.timings["total_s"] = round(time.monotonic() - ctx.started, 3)
+    answer: dict[str, Any] = {"status": "success", "prompt_id": ctx.prompt_id, "images": images,
+                              "outputs": described, "models": models, "timings": ctx.timings}
+    loras = lora_reports.reports(entry)
+    answer |= ({"loras": loras} if loras else {}) | ({"warnings": warnings} if warnings else {})
+    out.check_answer_size(answer, ctx.runtime.settings.output.max_base64_bytes)
+    return answer
+
+
+def run_workflow(job: Job, ctx: JobContext) -> dict[str, Any]:
+    """prepare → plan → fetch → run → deliver, each once. Nothing is downloaded or uploaded before every
+    check that needs no download has passed."""
+    rt = ctx.runtime
     rt.require_gpu()
     try:
         rt.start()  # boots in the background while inputs are checked and models fetched
     except ComfyNotFound:
         pass  # reported when the job first needs ComfyUI (planning asks where its models are)
-    client: ComfyClient | None = None
-    prompt_id = None
     try:
-        if isinstance(job.workflow, dict) and isinstance(job.workflow.get("nodes"), list):
-            client = rt.ready()  # a UI-format graph is converted with ComfyUI's /object_info
-        loaded = load_workflow(job.workflow or rt.settings.default_workflow,
-                               object_info=rt.object_info(client) if client else None,
-                               workflows_dir=rt.settings.workflows_dir)
-        if loaded.param_map is None and job.params:
-            raise InvalidInput("params", "this workflow has no parameter map; set values in the graph itself")
-        # an inline graph without params runs as sent (worker-comfyui style), even when it is a saved workflow
-        param_map = loaded.param_map if isinstance(job.workflow, str) or job.params else None
-        params = dict(job.params)
-        if "image" in params:
-            params["image"] = "start.png"  # the uploaded name replaces it once the image is in ComfyUI
-        graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
-        target = output_target(job, ctx)
-        check_output_target(job, target, ctx)
-        input_dir, output_dir = rt.io_dirs()
-        coming = {item.name for item in job.images} | ({"start.png"} if "image" in params else set())
-        check_input_files(graph, rt.object_info(client) if client else None,
-                          {"input": input_dir, "output": output_dir, "temp": rt.settings.base_dir / "temp"}, coming)
-        plan = plan_models(graph, ctx)
+        prepared = prepare(job, ctx)
+        plan = plan_models(prepared.graph, ctx)
         inputs = read_inputs(job, ctx)
         models = fetch_models(plan, ctx)
-        client = client or rt.ready()
-        ctx.timings["comfyui_ready_s"] = round(time.monotonic() - t0, 3)
-        image_name, renames = _upload_inputs(inputs, client, ctx)
-        if image_name is not None and param_map is not None:  # the placeholder "start.png" becomes the uploaded name
-            params["image"] = image_name
-            set_param(graph, param_map["params"]["image"], "image", image_name)
-        graph = _rename_inputs(graph, renames)
-        if rt.warmup is not None:
-            rt.warmup.yield_to_job(client)  # the job goes first; the warm-up never fails it
-        on_node = rt.watch_stages(graph, plan)  # reads the next stage's models while a sampler runs
-        t1 = time.monotonic()
-        prompt_id = client.queue_prompt(graph, api_key=job.comfy_org_api_key or rt.settings.comfy_org_api_key)
-        ctx.report({"stage": "queued", "prompt_id": prompt_id})
-
-        def on_progress(p: Progress) -> None:
-            ctx.report({"stage": "sampling", "node": p.node, "value": p.value, "max": p.max})
-
-        entry = client.follow(prompt_id, deadline=time.monotonic() + deadline_for(job, params, rt),
-                              on_progress=on_progress, is_alive=rt.alive, on_node=on_node)
-        ctx.timings["execution_s"] = round(time.monotonic() - t1, 3)
-        comfy_s = comfy_execution_seconds(entry)
-        if comfy_s is not None:
-            ctx.timings["comfy_execution_s"] = comfy_s
-        warnings = lora_reports.check(entry)  # a LoRA that applied to nothing fails the job here
-        files = _collect(entry, ctx)
-        images, described = out.answer_outputs(_deliver(job, target, files, ctx))
-        ctx.timings["total_s"] = round(time.monotonic() - t0, 3)
-        answer = {"status": "success", "prompt_id": prompt_id, "images": images, "outputs": described,
-                  "models": models, "timings": ctx.timings}
-        loras = lora_reports.reports(entry)
-        answer |= ({"loras": loras} if loras else {}) | ({"warnings": warnings} if warnings else {})
-        out.check_answer_size(answer, rt.settings.output.max_base64_bytes)
-        return answer
+        entry = run(job, prepared, inputs, plan, ctx)
+        return deliver(job, prepared, entry, models, ctx)
     finally:
-        _cleanup(ctx, client, prompt_id)
+        _cleanup(ctx)
 
 
 def run_action(job: Job, ctx: JobContext) -> dict[str, Any]:
@@ -322,4 +356,4 @@ def handle(raw: Any, runtime: Runtime, report: Report | None = None, job_id: str
         return answer
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a structured answer, never a traceback
         log.exception("job %s: unexpected error", job_id)
-        return {"error": f"internal error: {type(exc).__name__}", "code": "internal_error"}
+        return WorkerError(f"internal error: {type(exc).__name__}").to_answer()

@@ -65,10 +65,7 @@ class Runtime:
             if not comfyui_home.is_comfyui(configured):
                 raise ComfyNotFound(f"COMFYUI_DIR={configured} is not a ComfyUI install (no main.py, comfy/, nodes.py)")
             return configured
-        try:
-            return comfyui_home.ensure(clone=False)
-        except comfyui_home.ComfyUINotFound as exc:
-            raise ComfyNotFound(str(exc)) from None
+        return comfyui_home.ensure(clone=False)
 
     def comfy_folders(self) -> model_fetch.ComfyFolders:
         """Where ComfyUI itself finds models: its install's and base directory's models/, its YAML files."""

@@ -5,11 +5,24 @@ Inside ComfyUI this exports the node mappings, the web extension (``web/``) and 
 modules such as ``dequant`` stay importable: the UI surface is only loaded when ComfyUI's
 ``folder_paths`` module is there, the routes and the model-lookup hook (lookup.py) only when a
 PromptServer is running.
+
+The pack needs ``model_fetch`` (the ``model-fetch`` wheel its requirements.txt names): without it the
+pack does not load, and the error says which command installs it.
 """
 
 import sys
+from pathlib import Path
 
 WEB_DIRECTORY = "./web"
+
+try:
+    import model_fetch  # noqa: F401  (the pack's one dependency outside ComfyUI)
+except ModuleNotFoundError as exc:
+    if exc.name != "model_fetch":
+        raise
+    raise ImportError(f"wan_serverless needs model_fetch, which is not installed in this Python: pip install -r "
+                      f"{Path(__file__).resolve().parent / 'requirements.txt'} (docs/editor.md, 'Install into your "
+                      f"ComfyUI')", name="model_fetch") from None
 
 try:
     import folder_paths  # noqa: F401  (present only inside a ComfyUI process)

@@ -12,14 +12,15 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from model_fetch import (DEFAULT_MANIFEST, Manifest, ModelEntry, ModelFetchError, Settings, Store, canonical_folder,
+                         human_bytes, load_manifest, status)
 
 from . import lookup
 from .downloads import Downloads
 from .errors import UnknownModels
 
-if TYPE_CHECKING:  # imported for real (lazily) once fetch_setup found model_fetch
-    from model_fetch import Manifest, ModelEntry, Settings, Store
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ class Catalog:
 
     def known(self) -> Manifest:
         """Every model a source knows: accepted workflow sources, overridden by the manifests."""
-        from model_fetch import Manifest
-
         merged = Manifest()
         for entry in list(self._embedded.values()):
             merged.add(entry)
@@ -59,14 +58,10 @@ class Catalog:
 
     # -- manifest -----------------------------------------------------------------------------
     def manifest_paths(self) -> list[Path]:
-        from model_fetch import DEFAULT_MANIFEST
-
         return ([DEFAULT_MANIFEST] if self.settings.include_default_manifest else []) + list(self.settings.manifests)
 
     def manifest(self) -> Manifest:
         """The merged manifest, reread when a manifest file changes; raises model_fetch.ManifestError."""
-        from model_fetch import ModelFetchError, load_manifest
-
         key = tuple((str(p), *_mtime(p)) for p in self.manifest_paths())
         with self._lock:
             if key != self._manifest_key:
@@ -83,8 +78,6 @@ class Catalog:
             return self._manifest
 
     def manifest_or_empty(self) -> Manifest:
-        from model_fetch import Manifest, ModelFetchError
-
         try:
             return self.manifest()
         except ModelFetchError:
@@ -92,8 +85,6 @@ class Catalog:
 
     def entry(self, folder: str, name: str) -> ModelEntry | None:
         """The manifest (or accepted workflow) entry for ``name`` in ComfyUI folder ``folder``, or None."""
-        from model_fetch import canonical_folder
-
         entry = self.manifest().find(name, folder) or self._embedded.get((canonical_folder(folder), name))
         return entry if entry is not None and entry.sources else None
 
@@ -106,8 +97,6 @@ class Catalog:
 
         ``{name: {"size", "state", "done", "label"}}``; ``state`` as in ``status()``.
         """
-        from model_fetch import Manifest, canonical_folder
-
         wanted = {e.lower() for e in extensions}
         manifest = self.known()
         entries = [e for e in manifest if e.directory == canonical_folder(folder) and e.sources and e.name not in on_disk
@@ -126,8 +115,6 @@ class Catalog:
     # -- status and pull --------------------------------------------------------------------------
     def rows(self, manifest: Manifest) -> list[dict[str, Any]]:
         """A status row per entry of ``manifest`` (``status()``'s shape), with this process's downloads."""
-        from model_fetch import status
-
         rows = []
         for f in status(settings=self.settings, manifest=manifest, store=self.store):
             row = f.as_dict()
@@ -191,8 +178,6 @@ class Catalog:
 
 def label(name: str, state: str, done: int, size: int | None) -> str:
     """How the graph editor shows a model that is not on disk yet."""
-    from model_fetch.errors import human_bytes
-
     if state in ("downloading", "partial") and size:
         return f"{MARK} {name}  ({human_bytes(done)} of {human_bytes(size)}, {state})"
     return f"{MARK} {name}  ({human_bytes(size) + ', ' if size is not None else ''}downloads on first run)"

@@ -18,12 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from model_fetch import DownloadCancelled, FileProgress, ModelEntry, Settings, Store, ensure, human_bytes
 
 from .errors import ModelFetchFailed
 
-if TYPE_CHECKING:  # imported for real (lazily) once fetch_setup found model_fetch
-    from model_fetch import FileProgress, ModelEntry, Settings, Store
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +88,6 @@ class Downloads:
         return download, True
 
     def _run(self, download: Download) -> None:
-        from model_fetch import DownloadCancelled, FileProgress, ensure
-        from model_fetch.errors import human_bytes
 
         entry = download.entry
         log.info("model_fetch: fetching %s (%s, %s)", entry.describe(), human_bytes(entry.size), download.origin)

@@ -1,24 +1,25 @@
-"""The pack's failure kinds, in the project's one error shape: a ``code`` (docs/errors.md), a message a
-user can act on, and ``to_answer()`` (``{"error", "code", ...fields}``, as the routes answer and the worker
-would). Imports neither ComfyUI nor torch, so tests and tools read the codes without a server.
+"""The pack's failure kinds, in the project's one error protocol (``model_fetch.errors.CodedError``): a
+``code`` (docs/errors.md), a message a user can act on, answer fields and ``to_answer()``; plus the HTTP
+status the pack's routes answer them with. Imports neither ComfyUI nor torch, so tests and tools read the
+codes without a server.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
+
+from model_fetch.errors import CodedError
+
+if TYPE_CHECKING:
+    from model_fetch import Refusal
 
 
-class PackError(Exception):
+class PackError(CodedError):
     """Base class: a stable ``code`` and a message that says what to do."""
 
     code = "pack_error"
-
-    def fields(self) -> dict[str, Any]:
-        """Extra fields of the answer (none by default)."""
-        return {}
-
-    def to_answer(self) -> dict[str, Any]:
-        return {"error": str(self), "code": self.code, **self.fields()}
+    #: what the pack's routes answer this error with
+    http_status: ClassVar[int] = 500
 
 
 class ModelFetchFailed(PackError, RuntimeError):
@@ -31,14 +32,40 @@ class UnknownModels(PackError, ValueError):
     """Names given to ``pull`` that no manifest lists (the same meaning as model_fetch's ``model_unknown``)."""
 
     code = "model_unknown"
+    http_status = 400
 
     def __init__(self, names: list[str]) -> None:
         super().__init__(f"no model_fetch manifest lists {', '.join(repr(n) for n in names)}: use the names "
-                         f"GET /model_fetch/status shows, or add entries to a manifest (MODEL_FETCH_MANIFEST)")
+                         f"GET /model_fetch/status shows, or add entries to a manifest (MODEL_FETCH_MANIFEST)",
+                         unknown=names)
         self.names = names
 
-    def fields(self) -> dict[str, Any]:
-        return {"unknown": self.names}
+
+class BadRequest(PackError, ValueError):
+    """A ``/model_fetch/*`` request body is malformed; the message says what is expected."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class FetchDisabled(PackError):
+    """Fetch on first use is off in this ComfyUI (its settings are unusable); the message says why."""
+
+    code = "fetch_disabled"
+    http_status = 503
+
+
+class SourcesRefused(PackError):
+    """A workflow's embedded model URLs break the URL rules (``model_fetch.check_embedded_sources``); the
+    answer's ``refusals`` holds one message per file, ``refused`` the model_fetch refusals themselves."""
+
+    code = "model_fetch_refused"
+    http_status = 400
+
+    def __init__(self, refused: list[Refusal]) -> None:
+        refusals = [r.message() for r in refused]
+        super().__init__("; ".join(refusals), refusals=refusals)
+        self.refused = refused
 
 
 class ModelNotFound(PackError, FileNotFoundError):

@@ -1,8 +1,8 @@
 """Fetch on first use: the process's catalog (catalog.py: manifest models the loaders list before
 they are on disk, and the status rows) and its downloads (downloads.py: one thread per file).
 
-``context()`` is None when model_fetch is unavailable (see fetch_setup.py); callers then treat
-every missing file as unknown.
+``context()`` is None when fetch on first use is off (its settings are unusable, logged once); callers
+then treat every missing file as unknown.
 """
 
 from __future__ import annotations
@@ -10,14 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from model_fetch import Settings, Store
 
 from . import fetch_setup
 from .catalog import Catalog
 from .downloads import Downloads
-
-if TYPE_CHECKING:  # imported for real (lazily) once fetch_setup found model_fetch
-    from model_fetch import Settings, Store
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +35,12 @@ _init_lock = threading.Lock()
 
 
 def context() -> PackFetch | None:
-    """The process's PackFetch, built on first use; None (logged once) when model_fetch is unavailable."""
+    """The process's PackFetch, built on first use; None (logged once) when its settings are unusable."""
     global _context, _disabled
     if _context is not None or _disabled is not None:
         return _context
     with _init_lock:
         if _context is None and _disabled is None:
-            mf, why = fetch_setup.import_model_fetch()  # makes `import model_fetch` work below
-            if mf is None:
-                _disabled = why
-                log.warning("fetch on first use disabled: %s. The loaders use files on disk only.", why)
-                return None
             try:
                 settings, store = fetch_setup.make_store()
             except Exception as exc:  # noqa: BLE001 - bad settings must not take the loaders down

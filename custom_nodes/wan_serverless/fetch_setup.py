@@ -1,9 +1,9 @@
 """Where fetch on first use gets model_fetch, its settings and its store inside ComfyUI.
 
 Import: ``model_fetch`` as an installed package, the ``model-fetch`` requirement of the pack's
-requirements.txt (in this repository's environments the repository itself is installed). Never
-through ``sys.path``. When it is missing, fetch on first use is off: one log line says why, and
-the loaders keep working on files that are on disk.
+requirements.txt (in this repository's environments the repository itself is installed), imported
+normally. Never through ``sys.path``. When it is missing, the pack does not load and says which
+command installs it (``__init__.py``).
 
 Store (the models roots model_fetch reads and writes):
 
@@ -23,29 +23,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from model_fetch import Settings, Store
+import folder_paths
+from model_fetch import MODEL_FOLDERS, Settings, Store
 
 log = logging.getLogger(__name__)
-
-#: Where the pack's requirements are, for the message when model_fetch is missing.
-REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
-
-
-def import_model_fetch() -> tuple[ModuleType | None, str | None]:
-    """``(model_fetch, None)``, or ``(None, why not)`` when it is not installed (or its imports fail)."""
-    try:
-        import model_fetch
-
-        return model_fetch, None
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or str(exc)
-        return None, (f"model_fetch cannot be imported ({type(exc).__name__}: {missing}); install the pack's "
-                      f"requirements in ComfyUI's Python environment: pip install -r {REQUIREMENTS} "
-                      f"(docs/editor.md, 'Install into your ComfyUI')")
 
 
 def store_roots(settings: Settings, comfy_models_dir: Path) -> list[Path]:
@@ -62,8 +44,6 @@ def store_roots(settings: Settings, comfy_models_dir: Path) -> list[Path]:
 
 def register_roots(roots: list[Path], folders: dict[str, tuple[str, ...]]) -> list[str]:
     """Append each root's model folders to ComfyUI's search paths; return the paths added."""
-    import folder_paths
-
     added = []
     for folder, subdirs in folders.items():
         if folder not in folder_paths.folder_names_and_paths:
@@ -80,12 +60,8 @@ def register_roots(roots: list[Path], folders: dict[str, tuple[str, ...]]) -> li
 
 
 def make_store() -> tuple[Settings, Store]:
-    """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI; call it after
-    ``import_model_fetch`` succeeded."""
-    import folder_paths
-
-    from model_fetch import MODEL_FOLDERS, Settings, Store
-
+    """``(settings, store)`` for this ComfyUI process, its roots registered with ComfyUI; ``SettingError``
+    when the environment holds a value a setting cannot take."""
     settings = Settings.from_env()
     store = Store(store_roots(settings, Path(folder_paths.models_dir)))
     added = register_roots(store.roots, MODEL_FOLDERS)

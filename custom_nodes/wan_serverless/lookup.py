@@ -29,10 +29,10 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from model_fetch import FileProgress, ModelEntry
+from model_fetch import FileProgress, ModelEntry, canonical_folder
+
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,6 @@ def original_full_path(folder: str, name: str) -> str | None:
 def directory_of(folder: str) -> str:
     """The manifest folder (``directory``) behind a ComfyUI folder name."""
     import folder_paths
-
-    from model_fetch import canonical_folder
 
     return canonical_folder(FOLDER_ALIASES.get(folder, folder_paths.map_legacy(folder)))
 

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable
 
 import folder_paths
+from model_fetch import human_bytes
 
 from . import catalog, fetch
 from .errors import ModelNotFound
@@ -72,8 +73,6 @@ def model_input(folder: str, extensions: Iterable[str]) -> tuple[list[str], dict
     missing = _fetchable(folder, wanted, on_disk)
     tooltip = f"Files in ComfyUI's '{folder}' folders."
     if missing:  # listed by model_fetch, so it imports
-        from model_fetch.errors import human_bytes
-
         shown = ", ".join(f"{n} ({human_bytes(m['size'])})" for n, m in sorted(missing.items())[:8])
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
         tooltip += (f" Listed after them, marked {catalog.MARK}: {len(missing)} model(s) from the model_fetch "

@@ -16,9 +16,10 @@
     200 ``{"cancelled": [...], "not_running": [...]}``: the named downloads of this process stop
     within one received block; each ``.part`` stays (state ``partial``) and the next run resumes it.
 
-Errors are ``{"error": message, "code": ...}``: 400 ``bad_request`` (body), 400 ``model_unknown``
-(with ``unknown``: the names no manifest lists), 400 ``model_fetch_refused`` (a workflow source breaks
-a rule), 500 with model_fetch's code (``manifest_invalid``, ...), 503 ``fetch_disabled``.
+Errors are ``CodedError.to_answer()``, ``{"error": message, "code": ..., ...fields}`` (``answers_errors``):
+400 ``bad_request`` (body), 400 ``model_unknown`` (with ``unknown``: the names no manifest lists), 400
+``model_fetch_refused`` (a workflow source breaks a rule; ``refusals``), 500 with model_fetch's code
+(``manifest_invalid``, ...), 503 ``fetch_disabled``, 500 ``internal_error`` for anything unexpected.
 Work that touches the disk runs in a thread, never on ComfyUI's event loop.
 
 library.py adds the pack's ``.gguf`` files to the Model Library's ``/experiment/models/{folder}``.
@@ -30,32 +31,56 @@ A middleware checks the model sources embedded in every ``POST /prompt`` before 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from model_fetch.errors import CodedError
 
 from . import fetch, library, workflow_plan
-from .errors import UnknownModels
+from .errors import BadRequest, FetchDisabled, PackError, SourcesRefused
 
 log = logging.getLogger(__name__)
 _registered: set[int] = set()
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PULL_USAGE = 'expected {"names": ["<model file name>", ...]} or {"all": true}'
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, "code": code, **extra}, status=status)
+def answer(exc: CodedError) -> web.Response:
+    """``exc.to_answer()`` with the HTTP status of its kind (a pack error's own, 500 for any other)."""
+    return web.json_response(exc.to_answer(), status=exc.http_status if isinstance(exc, PackError) else 500)
 
 
-def _context_or_error() -> fetch.PackFetch | web.Response:
-    """The pack's fetch context, or the ``fetch_disabled`` answer when model_fetch is unavailable."""
+def answers_errors(route: Route) -> Route:
+    """``route`` with every failure answered in the one error shape: a coded error with its code, anything
+    else as ``internal_error`` (its traceback goes to ComfyUI's log, not to the client)."""
+
+    @functools.wraps(route)
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await route(request)
+        except CodedError as exc:
+            return answer(exc)
+        except Exception:  # noqa: BLE001 - a client gets an answer, never a bare 500 page
+            log.exception("model_fetch: %s %s failed", request.method, request.path)
+            return answer(CodedError(f"internal error in {request.path}: see ComfyUI's log"))
+
+    return answered
+
+
+def _fetcher() -> fetch.PackFetch:
+    """The pack's fetch context; ``FetchDisabled`` when fetch on first use is off."""
     fetcher = fetch.context()
     if fetcher is None:
-        return _error(503, "fetch_disabled", f"fetch on first use is disabled: {fetch.disabled_reason()}")
+        raise FetchDisabled(f"fetch on first use is disabled: {fetch.disabled_reason()}")
     return fetcher
 
 
-def _status_document(fetcher: fetch.PackFetch) -> dict:
+def _status_document(fetcher: fetch.PackFetch) -> dict[str, Any]:
     try:
         write_root = str(fetcher.store.write_root())
     except PermissionError:
@@ -64,125 +89,90 @@ def _status_document(fetcher: fetch.PackFetch) -> dict:
             "manifests": [str(p) for p in fetcher.catalog.manifest_paths()], "models": fetcher.catalog.status()}
 
 
-def parse_pull(body: Any) -> list[str] | None:
-    """The names a pull request asks for, None for all; ValueError with the reason when malformed."""
-    usage = 'expected {"names": ["<model file name>", ...]} or {"all": true}'
+def parse_names(body: Any, extra_fields: tuple[str, ...] = ()) -> list[str] | None:
+    """The names a pull or cancel request asks for, None for all; ``BadRequest`` saying why when malformed."""
     if not isinstance(body, dict):
-        raise ValueError(f"the body must be a JSON object: {usage}")
-    unknown_keys = set(body) - {"names", "all", "workflow"}
+        raise BadRequest(f"the body must be a JSON object: {PULL_USAGE}")
+    unknown_keys = set(body) - {"names", "all", *extra_fields}
     if unknown_keys:
-        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown_keys))}: {usage}")
-    if "workflow" in body and not isinstance(body["workflow"], dict):
-        raise ValueError('"workflow" must be a UI workflow (a JSON object)')
+        raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown_keys))}: {PULL_USAGE}")
     if body.get("all") is True and "names" not in body:
         return None
     names = body.get("names")
     if "all" in body or not isinstance(names, list) or not names \
             or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ValueError(usage)
+        raise BadRequest(PULL_USAGE)
     return [n.strip() for n in names]
 
 
-async def get_status(request: web.Request) -> web.Response:
-    fetcher = _context_or_error()
-    if isinstance(fetcher, web.Response):
-        return fetcher
-    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
-
-    try:
-        return web.json_response(await asyncio.to_thread(_status_document, fetcher))
-    except ModelFetchError as exc:
-        return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
+def parse_pull(body: Any) -> list[str] | None:
+    """``parse_names`` for a pull, which may carry the ``workflow`` whose embedded sources it fetches."""
+    names = parse_names(body, extra_fields=("workflow",))
+    if "workflow" in body and not isinstance(body["workflow"], dict):
+        raise BadRequest('"workflow" must be a UI workflow (a JSON object)')
+    return names
 
 
 async def _json_body(request: web.Request) -> Any:
-    """The request's JSON body, or None when it is not JSON (``parse_pull`` then says what is expected)."""
+    """The request's JSON body, or None when it is not JSON (the parsers then say what is expected)."""
     try:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
+@answers_errors
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(_status_document, _fetcher()))
+
+
+@answers_errors
 async def post_pull(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    try:
-        names = parse_pull(body)
-    except ValueError as exc:
-        return _error(400, "bad_request", str(exc))
-    fetcher = _context_or_error()
-    if isinstance(fetcher, web.Response):
-        return fetcher
-    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
-
-    refused = await asyncio.to_thread(workflow_plan.admit_prompt, fetcher.catalog,
-                                      {"extra_data": {"extra_pnginfo": {"workflow": body.get("workflow")}}})
-    if refused is not None:
-        return _error(400, "model_fetch_refused", "; ".join(refused["error"]["extra_info"]["refusals"]))
-    try:
-        started = await asyncio.to_thread(fetcher.catalog.pull, names)
-    except UnknownModels as exc:
-        return web.json_response(exc.to_answer(), status=400)
-    except ModelFetchError as exc:
-        return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
+    names = parse_pull(body)
+    fetcher = _fetcher()
+    await asyncio.to_thread(workflow_plan.admit_workflow, fetcher.catalog, body.get("workflow"))
+    started = await asyncio.to_thread(fetcher.catalog.pull, names)
     log.info("model_fetch pull: started %d, already running %d, present %d",
              len(started["started"]), len(started["running"]), len(started["present"]))
     return web.json_response(started, status=202)
 
 
+@answers_errors
 async def post_cancel(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    try:
-        if isinstance(body, dict) and "workflow" in body:
-            raise ValueError('unknown field(s) workflow: expected {"names": ["<model file name>", ...]} or {"all": true}')
-        names = parse_pull(body)
-    except ValueError as exc:
-        return _error(400, "bad_request", str(exc))
-    fetcher = _context_or_error()
-    if isinstance(fetcher, web.Response):
-        return fetcher
-    answer = fetcher.downloads.cancel(names)
-    log.info("model_fetch cancel: %d download(s) stopping", len(answer["cancelled"]))
-    return web.json_response(answer)
+    names = parse_names(await _json_body(request))
+    result = _fetcher().downloads.cancel(names)
+    log.info("model_fetch cancel: %d download(s) stopping", len(result["cancelled"]))
+    return web.json_response(result)
 
 
+@answers_errors
 async def post_plan(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
+    body = await _json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
-        return _error(400, "bad_request", 'expected {"workflow": <UI workflow>}')
-    fetcher = _context_or_error()
-    if isinstance(fetcher, web.Response):
-        return fetcher
-    from model_fetch import ModelFetchError  # importable once the context exists (fetch_setup)
-
-    try:
-        return web.json_response({"models": await asyncio.to_thread(workflow_plan.plan_rows, fetcher.catalog, body["workflow"])})
-    except ModelFetchError as exc:
-        return _error(500, getattr(exc, "code", "model_fetch_error"), str(exc))
+        raise BadRequest('expected {"workflow": <UI workflow>}')
+    fetcher = _fetcher()
+    return web.json_response({"models": await asyncio.to_thread(workflow_plan.plan_rows, fetcher.catalog, body["workflow"])})
 
 
 @web.middleware
-async def check_embedded_sources(request: web.Request, handler: Any) -> web.StreamResponse:
+async def check_embedded_sources(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse a queued prompt whose workflow-embedded model URLs break a rule, before ComfyUI queues it."""
     if request.method != "POST" or request.path not in ("/prompt", "/api/prompt"):
         return await handler(request)
     fetcher = fetch.context()
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return await handler(request)
+    body = await _json_body(request)
     if fetcher is not None and isinstance(body, dict):
-        refused = await asyncio.to_thread(workflow_plan.admit_prompt, fetcher.catalog, body)
-        if refused is not None:
-            log.warning("prompt refused: %s", "; ".join(refused["error"]["extra_info"]["refusals"]))
-            return web.json_response(refused, status=400)
+        try:
+            await asyncio.to_thread(workflow_plan.admit_prompt, fetcher.catalog, body)
+        except SourcesRefused as exc:
+            log.warning("prompt refused: %s", exc.message)
+            return web.json_response(workflow_plan.comfy_error_body(exc, body), status=400)
     return await handler(request)
 
 
 def register(server: Any) -> None:
-    """Add the routes to ``server`` (ComfyUI's PromptServer instance), once."""
+    """Add the routes to ``server`` (ComfyUI's PromptServer instance, untyped), once."""
     if id(server) in _registered:
         return
     _registered.add(id(server))

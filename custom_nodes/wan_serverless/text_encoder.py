@@ -22,13 +22,15 @@ import comfy.text_encoders.t5
 import comfy.text_encoders.wan
 import comfy.utils
 
+from .errors import UnsupportedTextEncoder
+
 log = logging.getLogger(__name__)
 
 _Q_KEY = "encoder.block.0.layer.0.SelfAttention.q.weight"
 
 
-class TextEncoderFormatError(ValueError):
-    """The weights are not a T5/umt5 encoder this loader understands."""
+class TextEncoderFormatError(UnsupportedTextEncoder):
+    """The weights are not a T5/umt5 encoder this loader understands (``text_encoder_unsupported``)."""
 
 
 def strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

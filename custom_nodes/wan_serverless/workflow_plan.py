@@ -7,16 +7,19 @@ breaks, ``unknown`` when no source knows it), where it comes from and the folder
 
 ``admit_prompt(catalog, body)`` runs on every ``POST /prompt`` before ComfyUI validates it: the
 workflow the frontend embeds (``extra_data.extra_pnginfo.workflow``) may carry model URLs; those
-that would be fetched are checked, and either all are accepted as sources or the prompt is
-refused with ComfyUI's error shape, naming each model and the rule, and nothing is fetched.
+that would be fetched are checked, and either all are accepted as sources or ``SourcesRefused`` names
+each model and the rule, and nothing is fetched. ``comfy_error_body`` turns it into ComfyUI's error shape.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from model_fetch import Manifest, check_embedded_sources, folder_dirs, redact_url, workflow_needs
+
 from . import lookup
 from .catalog import Catalog
+from .errors import SourcesRefused
 
 
 def _present(directory: str, name: str) -> bool:
@@ -32,8 +35,6 @@ def embedded_workflow(body: Any) -> dict | None:
 
 
 def _target(catalog: Catalog, directory: str) -> str | None:
-    from model_fetch import folder_dirs
-
     try:
         return str(catalog.store.write_root() / folder_dirs(directory)[0])
     except PermissionError:
@@ -42,8 +43,6 @@ def _target(catalog: Catalog, directory: str) -> str | None:
 
 def plan_rows(catalog: Catalog, workflow: Any) -> list[dict]:
     """One row per model file of ``workflow`` (UI format), as the editor's panel shows it."""
-    from model_fetch import Manifest, check_embedded_sources, redact_url, workflow_needs
-
     needs = workflow_needs(workflow)
     accepted, refused = check_embedded_sources(needs, catalog.manifest_or_empty(), catalog.settings, _present)
     accepted_keys = {e.key for e in accepted}
@@ -84,32 +83,41 @@ def plan_rows(catalog: Catalog, workflow: Any) -> list[dict]:
     return rows
 
 
-def admit_prompt(catalog: Catalog, body: Any) -> dict | None:
-    """None when the prompt may be queued (its embedded sources accepted); else ComfyUI's 400 error body."""
-    from model_fetch import check_embedded_sources, workflow_needs
+def admit_prompt(catalog: Catalog, body: Any) -> None:
+    """Accept the embedded sources of a prompt about to be queued; ``SourcesRefused`` when one breaks a rule
+    (nothing accepted, nothing fetched)."""
+    admit_workflow(catalog, embedded_workflow(body))
 
-    needs = workflow_needs(embedded_workflow(body))
+
+def admit_workflow(catalog: Catalog, workflow: dict[str, Any] | None) -> None:
+    """Accept the sources a UI workflow embeds, all or none: ``SourcesRefused`` when one breaks a rule."""
+    needs = workflow_needs(workflow)
     if not needs:
-        return None
+        return
     accepted, refused = check_embedded_sources(needs, catalog.manifest_or_empty(), catalog.settings, _present)
-    if not refused:
-        catalog.accept(accepted)
-        return None
-    prompt = body.get("prompt") if isinstance(body.get("prompt"), dict) else {}
-    node_errors: dict[str, dict] = {}
+    if refused:
+        raise SourcesRefused(refused)
+    catalog.accept(accepted)
+
+
+def comfy_error_body(refusal: SourcesRefused, body: dict[str, Any]) -> dict[str, Any]:
+    """ComfyUI's own ``POST /prompt`` error shape for a refusal, so the editor shows it as it shows any
+    invalid prompt: each loader node marked, and every refusal printed once."""
+    prompt: dict[str, Any] = body["prompt"] if isinstance(body.get("prompt"), dict) else {}
+    node_errors: dict[str, dict[str, Any]] = {}
     unplaced = []
-    for r in refused:
+    for r in refusal.refused:
         nodes = [node for node in r.nodes if node in prompt]
         for node in nodes:  # every node is marked; the reason is printed once, on the first
             node_errors.setdefault(node, {"errors": [], "dependent_outputs": [],
                                           "class_type": prompt[node].get("class_type")})["errors"].append(
-                {"type": "model_fetch_refused", "message": "Model URL refused",
+                {"type": refusal.code, "message": "Model URL refused",
                  "details": r.message() if node == nodes[0] else f"the same file as node {nodes[0]}",
                  "extra_info": {"model": r.name, "directory": r.directory}})
         if not nodes:
             unplaced.append(r.message())
     # The editor prints "message: details", then each node error: every refusal appears once.
     details = "; ".join(unplaced) or "see the loader nodes below"
-    return {"error": {"type": "model_fetch_refused", "message": "Model download refused", "details": details,
-                      "extra_info": {"models": [r.name for r in refused], "refusals": [r.message() for r in refused]}},
+    return {"error": {"type": refusal.code, "message": "Model download refused", "details": details,
+                      "extra_info": {"models": [r.name for r in refusal.refused], "refusals": refusal.fields["refusals"]}},
             "node_errors": node_errors}

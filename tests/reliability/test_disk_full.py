@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from model_fetch.errors import human_bytes
+from model_fetch import human_bytes
 from model_fetch._store import part_path
 from tests.fileserver import FileServer, make_file
 from tests.reliability.helpers import (KiB, MiB, Proc, child_env, cli_command, run_cli, sha256_of, table, verdict,
