@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     import threading
     from typing import Any
 
+    from mypy_boto3_s3 import S3Client
+
     from ._cleanup import GcReport
     from ._verifier import VerifyResult
 
@@ -164,7 +166,7 @@ def write_paths(path: str | Path, *, settings: Settings | None = None, store: St
     return write_extra_model_paths(store, Path(path))
 
 
-def s3_client(settings: Settings | None = None) -> Any:  # a boto3 client (untyped)
+def s3_client(settings: Settings | None = None) -> S3Client:
     """A boto3 S3 client for the configured endpoint and credentials (``BUCKET_*`` / ``AWS_*``)."""
     from ._s3 import make_client
 
@@ -179,7 +181,8 @@ def s3_endpoint_bucket(settings: Settings | None = None) -> str | None:
     return parse_endpoint((settings or Settings.from_env()).s3_endpoint_url).bucket
 
 
-def s3_upload(client: Any, path: str | Path, url: str, *, sha256: str | None = None, content_type: str | None = None) -> None:
+def s3_upload(client: S3Client, path: str | Path, url: str, *, sha256: str | None = None,
+              content_type: str | None = None) -> None:
     """Upload ``path`` to ``s3://bucket/key`` (multipart; the sha256, when given, in the object metadata)."""
     from ._s3 import upload
 

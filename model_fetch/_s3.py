@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .config import Settings
@@ -23,6 +23,9 @@ from .errors import ModelFetchError, SourceNotFound, UploadError
 from ._manifest import ModelEntry
 from ._store import Store
 from ._transports import Probe, Transient
+
+if TYPE_CHECKING:  # types only (mypy-boto3-s3, a dev requirement): boto3 itself ships none
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 BLOCK = 1024 * 1024
@@ -71,7 +74,7 @@ def parse_endpoint(url: str | None) -> Endpoint:
     return Endpoint(f"{parts.scheme}://{parts.netloc}", path.split("/")[0] if path else None, False, region)
 
 
-def make_client(settings: Settings, max_pool: int = 10) -> Any:  # boto3 ships no types
+def make_client(settings: Settings, max_pool: int = 10) -> S3Client:
     """A boto3 S3 client for the configured endpoint (``parse_endpoint``); retries are ours, not botocore's."""
     import boto3
     from botocore.config import Config
@@ -87,7 +90,8 @@ def make_client(settings: Settings, max_pool: int = 10) -> Any:  # boto3 ships n
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         kwargs["aws_access_key_id"] = settings.s3_access_key_id
         kwargs["aws_secret_access_key"] = settings.s3_secret_access_key
-    return boto3.session.Session().client("s3", **kwargs)
+    client: S3Client = boto3.session.Session().client("s3", **kwargs)
+    return client
 
 
 def _classify(exc: Exception, label: str) -> Exception:
@@ -145,7 +149,7 @@ def mirror_url(base: str, entry: ModelEntry) -> str:
     return f"s3://{bucket}/{prefix + '/' if prefix else ''}{entry.directory}/{entry.name}"
 
 
-def upload(client: Any, path: Path, url: str, sha256: str | None = None, content_type: str | None = None) -> None:
+def upload(client: S3Client, path: Path, url: str, sha256: str | None = None, content_type: str | None = None) -> None:
     """Multipart upload (boto3's transfer manager) with the sha256 in the object metadata."""
     from boto3.s3.transfer import TransferConfig
 

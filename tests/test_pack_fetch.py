@@ -482,10 +482,10 @@ def pack_offline(comfyui_dir, monkeypatch, tmp_path):
     comfy.cli_args.args.cpu = True
     import folder_paths
 
-    from custom_nodes.wan_serverless import fetch, nodes
+    from custom_nodes.wan_serverless import nodes, pack_fetch
 
-    monkeypatch.setattr(fetch, "_context", None)
-    monkeypatch.setattr(fetch, "_disabled", None)
+    monkeypatch.setattr(pack_fetch, "_context", None)
+    monkeypatch.setattr(pack_fetch, "_disabled", None)
     monkeypatch.setenv("MODEL_FETCH_CONNECTIONS", "many")  # settings_invalid: fetch on first use turns off
     folder = tmp_path / "diffusion_models"
     folder.mkdir()

@@ -59,7 +59,7 @@ def _sources() -> list[Path]:
 
 def test_the_clients_are_found():
     names = {p.relative_to(ROOT).as_posix() for p in _sources()}
-    assert "worker/jobs.py" in names and "custom_nodes/wan_serverless/fetch.py" in names
+    assert "worker/jobs.py" in names and "custom_nodes/wan_serverless/pack_fetch.py" in names
 
 
 @pytest.mark.parametrize("path", _sources(), ids=lambda p: p.relative_to(ROOT).as_posix())

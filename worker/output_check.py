@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import OutputUnavailable
 from .outputs import join_key
+
+if TYPE_CHECKING:  # types only (mypy-boto3-s3, a dev requirement)
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +22,7 @@ def _error_code(exc: BaseException) -> str | None:
     return (response or {}).get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
-def check_s3_target(client: Any, bucket: str, prefix: str) -> None:  # boto3 ships no types
+def check_s3_target(client: S3Client, bucket: str, prefix: str) -> None:
     """Raise ``OutputUnavailable`` (with ``reason``: ``credentials``, ``bucket`` or ``unreachable``) unless
     ``client`` may write under ``s3://bucket/prefix``. The probe object is removed again (a failed delete is
     only logged: a bucket may allow writes and not deletes)."""

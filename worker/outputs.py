@@ -11,9 +11,12 @@ import logging
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import OutputTooLarge, OutputUploadFailed
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 mimetypes.add_type("video/mp4", ".mp4")
@@ -60,7 +63,7 @@ def as_base64(files: list[OutputFile], limit: int) -> list[dict[str, Any]]:
     return [{**f.describe(), "type": "base64", "data": base64.b64encode(f.path.read_bytes()).decode()} for f in files]
 
 
-def to_s3(files: list[OutputFile], client: Any, bucket: str, prefix: str, expires_in: int) -> list[dict[str, Any]]:
+def to_s3(files: list[OutputFile], client: S3Client, bucket: str, prefix: str, expires_in: int) -> list[dict[str, Any]]:
     """Multipart upload (content type set) and a presigned GET URL per file."""
     from model_fetch import s3_upload
 

@@ -55,7 +55,7 @@ class Runtime:
 
     def comfy_env(self) -> dict[str, str]:
         """What ComfyUI's process gets besides the worker's environment: the worker's models roots, so the
-        pack registers exactly the roots the worker plans and fetches into (fetch_setup.register_roots)."""
+        pack registers exactly the roots the worker plans and fetches into (store_roots.register_roots)."""
         return {"MODEL_FETCH_MODELS_DIR": os.pathsep.join(str(root) for root in self.store().roots)}
 
     def comfyui_dir(self) -> Path:

@@ -36,11 +36,11 @@ else:
 
     _server = getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
     if _server is not None:  # a running ComfyUI server, not an in-process import by tests or tools
-        from . import fetch, lookup, lora_report, routes
+        from . import lookup, lora_report, pack_fetch, routes
 
-        lookup.install(fetch.context)  # every loader (stock, third-party, ours) lists and fetches known models
+        lookup.install(pack_fetch.context)  # every loader (stock, third-party, ours) lists and fetches known models
         lora_report.install()  # the stock LoRA loaders report keys applied / with no target
         routes.register(_server)
-        fetch.context()  # resolve the store now: its folders join ComfyUI's search paths at start-up
+        pack_fetch.context()  # resolve the store now: its folders join ComfyUI's search paths at start-up
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

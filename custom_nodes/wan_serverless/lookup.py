@@ -18,7 +18,7 @@ Folders other packs register under their own names map to the manifest folder th
 with (``unet_gguf`` of city96's ComfyUI-GGUF lists ``diffusion_models`` GGUF files).
 
 This module imports nothing of the pack: ``install`` is handed the function that returns the
-process's model source (``fetch.context``), so the catalog may import ``original_full_path``
+process's model source (``pack_fetch.context``), so the catalog may import ``original_full_path``
 without an import cycle.
 """
 
@@ -53,7 +53,7 @@ class ModelDownloads(Protocol):
 
 
 class ModelSource(Protocol):
-    """The pack's fetch (``fetch.PackFetch``): its catalog and its downloads."""
+    """The pack's fetch (``pack_fetch.PackFetch``): its catalog and its downloads."""
 
     @property
     def catalog(self) -> ModelNames: ...
@@ -62,7 +62,7 @@ class ModelSource(Protocol):
     def downloads(self) -> ModelDownloads: ...
 
 
-#: Returns the process's model source, or None when fetching is off (``fetch.context``).
+#: Returns the process's model source, or None when fetching is off (``pack_fetch.context``).
 SourceGetter = Callable[[], "ModelSource | None"]
 
 #: Folder names third-party packs register for a manifest folder (city96's ComfyUI-GGUF).
@@ -139,7 +139,7 @@ def _executing() -> bool:
 
 def install(context: SourceGetter) -> None:
     """Wrap ``folder_paths.get_filename_list`` and ``get_full_path`` (once per process); ``context``
-    returns the model source (``fetch.context``), asked on every call."""
+    returns the model source (``pack_fetch.context``), asked on every call."""
     import folder_paths
 
     if _original:

@@ -17,15 +17,15 @@ from collections.abc import Iterable
 import folder_paths
 from model_fetch import human_bytes
 
-from . import catalog, fetch
+from . import catalog, pack_fetch
 from .errors import ModelNotFound
 
 
 def _not_found(folder: str, name: str) -> ModelNotFound:
     searched = ", ".join(folder_paths.get_folder_paths(folder)) or "none"
-    fetcher = fetch.context()
+    fetcher = pack_fetch.context()
     if fetcher is None:
-        hint = f"fetch on first use is off ({fetch.disabled_reason()})"
+        hint = f"fetch on first use is off ({pack_fetch.disabled_reason()})"
     else:
         hint = (f"no model_fetch manifest lists it (manifests: {fetcher.catalog.sources_text()}); add an entry with "
                 f"name '{name}', directory '{folder}' and a url to a manifest named by MODEL_FETCH_MANIFEST")
@@ -55,7 +55,7 @@ def _on_disk(folder: str, extensions: set[str]) -> list[str]:
 
 
 def _fetchable(folder: str, extensions: set[str], on_disk: list[str]) -> dict[str, dict]:
-    fetcher = fetch.context()
+    fetcher = pack_fetch.context()
     return fetcher.catalog.fetchable(folder, extensions, set(on_disk)) if fetcher is not None else {}
 
 
@@ -97,7 +97,7 @@ def check_model(folder: str, name: str | None, extensions: Iterable[str]) -> boo
         return f"'{name}' is not a {'/'.join(sorted(wanted))} file"
     if folder_paths.get_full_path(folder, name) is not None:
         return True
-    fetcher = fetch.context()
+    fetcher = pack_fetch.context()
     try:
         if fetcher is not None and fetcher.catalog.entry(folder, name) is not None:
             return True

@@ -41,7 +41,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from model_fetch.errors import CodedError
 
-from . import fetch, library, workflow_plan
+from . import library, pack_fetch, workflow_plan
 from .errors import BadRequest, FetchDisabled, PackError, SourcesRefused
 
 log = logging.getLogger(__name__)
@@ -72,15 +72,15 @@ def answers_errors(route: Route) -> Route:
     return answered
 
 
-def _fetcher() -> fetch.PackFetch:
+def _fetcher() -> pack_fetch.PackFetch:
     """The pack's fetch context; ``FetchDisabled`` when fetch on first use is off."""
-    fetcher = fetch.context()
+    fetcher = pack_fetch.context()
     if fetcher is None:
-        raise FetchDisabled(f"fetch on first use is disabled: {fetch.disabled_reason()}")
+        raise FetchDisabled(f"fetch on first use is disabled: {pack_fetch.disabled_reason()}")
     return fetcher
 
 
-def _status_document(fetcher: fetch.PackFetch) -> dict[str, Any]:
+def _status_document(fetcher: pack_fetch.PackFetch) -> dict[str, Any]:
     try:
         write_root = str(fetcher.store.write_root())
     except PermissionError:
@@ -160,7 +160,7 @@ async def check_embedded_sources(request: web.Request, handler: Handler) -> web.
     """Refuse a queued prompt whose workflow-embedded model URLs break a rule, before ComfyUI queues it."""
     if request.method != "POST" or request.path not in ("/prompt", "/api/prompt"):
         return await handler(request)
-    fetcher = fetch.context()
+    fetcher = pack_fetch.context()
     body = await _json_body(request)
     if fetcher is not None and isinstance(body, dict):
         try:

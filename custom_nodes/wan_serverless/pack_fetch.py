@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from model_fetch import Settings, Store
 
-from . import fetch_setup
+from . import store_roots
 from .catalog import Catalog
 from .downloads import Downloads
 
@@ -42,7 +42,7 @@ def context() -> PackFetch | None:
     with _init_lock:
         if _context is None and _disabled is None:
             try:
-                settings, store = fetch_setup.make_store()
+                settings, store = store_roots.make_store()
             except Exception as exc:  # noqa: BLE001 - bad settings must not take the loaders down
                 _disabled = f"model_fetch settings unusable: {type(exc).__name__}: {exc}"
                 log.warning("fetch on first use disabled: %s. The loaders use files on disk only.", _disabled)
