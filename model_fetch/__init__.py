@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from ._comfy_folders import ComfyFolders
-from ._folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
+from ._comfy_search_paths import ComfyFolders
+from ._model_folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
 from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
 from ._progress import FileProgress
 from ._store import Store
@@ -155,7 +155,7 @@ def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None
 
 def write_paths(path: str | Path, *, settings: Settings | None = None, store: Store | None = None) -> Path:
     """Write ComfyUI's ``extra_model_paths.yaml`` for the store's roots."""
-    from ._comfy_paths import write_extra_model_paths
+    from ._extra_model_paths import write_extra_model_paths
 
     settings, _, store = defaults(settings, Manifest(), store)
     return write_extra_model_paths(store, Path(path))

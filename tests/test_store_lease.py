@@ -13,7 +13,7 @@ import pytest
 
 from model_fetch import Store
 from model_fetch import _journal as journal
-from model_fetch._comfy_paths import write_extra_model_paths
+from model_fetch._extra_model_paths import write_extra_model_paths
 from model_fetch._lease import Lease
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ._folders import FOLDERS
+from ._model_folders import FOLDERS
 from ._store import Store
 
 # ComfyUI config key -> directories under a root. The legacy keys come first: ComfyUI maps them to
