@@ -23,7 +23,7 @@ from pathlib import Path
 from ._comfy_search_paths import ComfyFolders
 from ._model_folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
 from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
-from ._progress import FileProgress
+from ._progress import FileProgress, Pacer
 from ._store import Store
 from .config import Settings
 from .errors import (DownloadCancelled, DownloadError, HostUnreachable, IntegrityError, LeaseTimeout, ManifestError,
@@ -72,6 +72,8 @@ __all__ = [
     "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths",
     # what they return or report
     "Plan", "PlanItem", "Need", "FileProgress", "FileStatus", "EnsureReport", "Fetched",
+    # pacing progress events for a medium (the rule ensure's own events are thinned by)
+    "Pacer",
     # sources a workflow carries, untrusted URLs
     "workflow_needs", "check_embedded_sources", "Refusal", "UrlRefused", "check_public_host", "redact_url",
     # S3 (mirrors, and the worker's output bucket)
