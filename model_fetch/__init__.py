@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._verifier import VerifyResult
 
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
+    from ._extra_model_paths import ModelPathsSection, write_model_paths_yaml
     from ._fetch import EnsureReport, Fetched
     from ._inventory import FileStatus
     from ._planner import Need, Plan, PlanItem
@@ -51,7 +52,9 @@ _LAZY = {"EnsureReport": ("_fetch", "EnsureReport"), "Fetched": ("_fetch", "Fetc
          "FileStatus": ("_inventory", "FileStatus"), "Plan": ("_planner", "Plan"), "PlanItem": ("_planner", "PlanItem"),
          "Need": ("_planner", "Need"), "Refusal": ("_embedded", "Refusal"), "workflow_needs": ("_embedded", "workflow_needs"),
          "check_embedded_sources": ("_embedded", "check_embedded_sources"), "redact_url": ("_transports", "redact"),
-         "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host")}
+         "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host"),
+         "ModelPathsSection": ("_extra_model_paths", "ModelPathsSection"),
+         "write_model_paths_yaml": ("_extra_model_paths", "write_model_paths_yaml")}
 
 
 def __getattr__(name: str) -> Any:
@@ -68,6 +71,8 @@ __all__ = [
     "Settings", "ComfyFolders", "Manifest", "ModelEntry", "Store", "load_manifest", "DEFAULT_MANIFEST", "defaults",
     # ComfyUI's model folders
     "MODEL_FOLDERS", "canonical_folder", "folder_dirs",
+    # ComfyUI's extra_model_paths.yaml (write_paths writes the store's; these write any sections)
+    "ModelPathsSection", "write_model_paths_yaml",
     # the verbs
     "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths",
     # what they return or report
