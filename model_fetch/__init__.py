@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from ._comfy_folders import ComfyFolders
-from ._folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
+from ._comfy_search_paths import ComfyFolders
+from ._model_folders import FOLDERS as MODEL_FOLDERS, canonical as canonical_folder, search_dirs as folder_dirs
 from ._manifest import DEFAULT_MANIFEST, Manifest, ModelEntry, load_manifest
-from ._progress import FileProgress
+from ._progress import FileProgress, Pacer
 from ._sizes import human_bytes
 from ._store import Store
 from .config import Settings
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ._verifier import VerifyResult
 
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
+    from ._extra_model_paths import ModelPathsSection, write_model_paths_yaml
     from ._fetch import EnsureReport, Fetched
     from ._inventory import FileStatus
     from ._planner import Need, Plan, PlanItem
@@ -54,7 +55,9 @@ _LAZY = {"EnsureReport": ("_fetch", "EnsureReport"), "Fetched": ("_fetch", "Fetc
          "FileStatus": ("_inventory", "FileStatus"), "Plan": ("_planner", "Plan"), "PlanItem": ("_planner", "PlanItem"),
          "Need": ("_planner", "Need"), "Refusal": ("_embedded", "Refusal"), "workflow_needs": ("_embedded", "workflow_needs"),
          "check_embedded_sources": ("_embedded", "check_embedded_sources"), "redact_url": ("_transports", "redact"),
-         "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host")}
+         "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host"),
+         "ModelPathsSection": ("_extra_model_paths", "ModelPathsSection"),
+         "write_model_paths_yaml": ("_extra_model_paths", "write_model_paths_yaml")}
 
 
 def __getattr__(name: str) -> Any:
@@ -71,10 +74,14 @@ __all__ = [
     "Settings", "ComfyFolders", "Manifest", "ModelEntry", "Store", "load_manifest", "DEFAULT_MANIFEST", "defaults",
     # ComfyUI's model folders
     "MODEL_FOLDERS", "canonical_folder", "folder_dirs",
+    # ComfyUI's extra_model_paths.yaml (write_paths writes the store's; these write any sections)
+    "ModelPathsSection", "write_model_paths_yaml",
     # the verbs
     "plan", "ensure", "status", "verify", "gc", "doctor", "write_paths",
     # what they return or report
     "Plan", "PlanItem", "Need", "FileProgress", "FileStatus", "EnsureReport", "Fetched",
+    # pacing progress events for a medium (the rule ensure's own events are thinned by)
+    "Pacer",
     # sources a workflow carries, untrusted URLs
     "workflow_needs", "check_embedded_sources", "Refusal", "UrlRefused", "check_public_host", "redact_url",
     # S3 (mirrors, and the worker's output bucket)
@@ -160,7 +167,7 @@ def doctor(*, settings: Settings | None = None, manifest: Manifest | None = None
 
 def write_paths(path: str | Path, *, settings: Settings | None = None, store: Store | None = None) -> Path:
     """Write ComfyUI's ``extra_model_paths.yaml`` for the store's roots."""
-    from ._comfy_paths import write_extra_model_paths
+    from ._extra_model_paths import write_extra_model_paths
 
     settings, _, store = defaults(settings, Manifest(), store)
     return write_extra_model_paths(store, Path(path))

@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import Settings, env_report
 from ._sizes import human_bytes
-from ._folders import FOLDERS
+from ._model_folders import FOLDERS
 from ._manifest import Manifest
 from ._inventory import status
 from ._store import Store, volume_attached, writable

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _journal as journal
-from ._comfy_folders import ComfyFolders
-from ._folders import FOLDERS
+from ._comfy_search_paths import ComfyFolders
+from ._model_folders import FOLDERS
 from .config import Settings
 from ._lease import Lease
 from ._manifest import Manifest, ModelEntry

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from .errors import ManifestError
-from ._folders import canonical, unknown_folder_hint
+from ._model_folders import canonical, unknown_folder_hint
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:

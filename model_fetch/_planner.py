@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ._comfy_folders import ComfyFolders
+from ._comfy_search_paths import ComfyFolders
 from .config import Settings
 from .errors import ManifestError, SourceRefused, UnknownModelError, WorkflowError
-from ._folders import LOADER_INPUTS, NOT_FILES, canonical
+from ._model_folders import LOADER_INPUTS, NOT_FILES, canonical
 from ._manifest import WORKFLOW_ORIGIN, Manifest, ModelEntry, parse_entry
 from ._store import Store
 

@@ -5,31 +5,25 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from ._sizes import human_bytes
-from ._progress import FileProgress
+from ._progress import FINAL, FileProgress, Pacer
 
 
 class PlainLines:
     """One line per phase change, then at most one per 10% or 5 seconds per file."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, pacer: Pacer | None = None) -> None:
         self.stream = stream
-        self.state: dict[str, tuple[str, float, float]] = {}
-        self.lock = threading.Lock()
+        self.pacer = pacer or Pacer(5.0, step=0.1)
 
     def __call__(self, p: FileProgress) -> None:
         key = f"{p.directory}/{p.name}"
-        now = time.monotonic()
         frac = p.fraction or 0.0
-        with self.lock:
-            phase, last_t, last_f = self.state.get(key, ("", 0.0, -1.0))
-            if p.phase == phase and now - last_t < 5 and frac - last_f < 0.1:
-                return
-            self.state[key] = (p.phase, now, frac)
+        if not self.pacer.admit(key, p.phase, p.fraction, final=p.phase in FINAL):
+            return
         total = f" of {human_bytes(p.total)}" if p.total else ""
         pct = f" ({frac:.0%})" if p.total else ""
         extra = f" — {p.message}" if p.message else ""

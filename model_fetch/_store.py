@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import StorageError
-from ._folders import FOLDERS, canonical, is_file, search_dirs
+from ._model_folders import FOLDERS, canonical, is_file, search_dirs
 from ._manifest import ModelEntry
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from ._manifest import Manifest, ModelEntry, load_manifest
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._comfy_folders import ComfyFolders
+    from ._comfy_search_paths import ComfyFolders
 from ._store import Store
 
 
@@ -201,7 +201,7 @@ class Mismatch(IntegrityError):
 
 def _comfy_folders(args: argparse.Namespace, settings: Settings) -> ComfyFolders | None:
     """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
-    from ._comfy_folders import ComfyFolders
+    from ._comfy_search_paths import ComfyFolders
 
     directory = args.comfyui_dir or settings.comfyui_dir
     if directory is None:
@@ -315,7 +315,7 @@ def cmd_doctor(c: Context) -> int:
 
 
 def cmd_paths(c: Context) -> int:
-    from ._comfy_paths import write_extra_model_paths
+    from ._extra_model_paths import write_extra_model_paths
 
     path = write_extra_model_paths(c.store, c.args.output)
     _emit(c.args, {"path": str(path), "roots": [str(r) for r in c.store.roots]}, str(path))

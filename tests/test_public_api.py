@@ -69,7 +69,7 @@ def test_worker_and_pack_use_only_public_model_fetch_names(path: Path):
 
 
 def test_the_walk_catches_private_modules_and_names():
-    source = ("import model_fetch._s3\nfrom model_fetch._folders import canonical\nfrom model_fetch import _embedded\n"
+    source = ("import model_fetch._s3\nfrom model_fetch._model_folders import canonical\nfrom model_fetch import _embedded\n"
               "from model_fetch.errors import _private\ndef f(ctx):\n    return ctx.mf.defaults_, model_fetch._LAZY\n")
     assert [v.split(":")[0] for v in violations(ast.parse(source))] == ["1", "2", "3", "4", "6", "6"]
     fine = ("import model_fetch\nfrom model_fetch import ensure, FileProgress\nfrom model_fetch.errors import ModelFetchError\n"

@@ -9,11 +9,9 @@ import sys
 import textwrap
 import time
 
-import pytest
 
 from model_fetch import Store
 from model_fetch import _journal as journal
-from model_fetch._comfy_paths import write_extra_model_paths
 from model_fetch._lease import Lease
 
 
@@ -105,39 +103,3 @@ def test_journal_resume_and_reset(tmp_path):
     assert not other.resumed and other.done == set()
     other.finish()
     assert not path.exists()
-
-
-def test_extra_model_paths_yaml_maps_every_folder(tmp_path):
-    import yaml
-
-    store = Store([tmp_path / "vol", tmp_path / "local"])
-    out = write_extra_model_paths(store, tmp_path / "extra_model_paths.yaml")
-    doc = yaml.safe_load(out.read_text())
-    first = doc["model_fetch_0"]
-    assert first["base_path"] == str(tmp_path / "vol") and first["is_default"] is True
-    assert set(first["diffusion_models"].split()) == {"diffusion_models", "unet"}
-    assert set(first["text_encoders"].split()) == {"text_encoders", "clip"}
-    for key in ("unet", "clip", "vae", "loras", "clip_vision"):
-        assert key in first
-    assert "is_default" not in doc["model_fetch_1"]
-    assert (tmp_path / "local" / "unet").is_dir()
-
-
-@pytest.mark.comfyui
-def test_comfyui_reads_our_extra_model_paths(comfyui_dir, tmp_path):
-    """ComfyUI's own loader accepts the YAML and maps unet and clip to our roots."""
-    store = Store([tmp_path / "vol"])
-    out = write_extra_model_paths(store, tmp_path / "extra.yaml")
-    (tmp_path / "vol" / "clip" / "t.safetensors").write_bytes(b"")
-    code = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {str(comfyui_dir)!r})
-        import folder_paths
-        from utils.extra_config import load_extra_path_config
-        load_extra_path_config({str(out)!r})
-        print(folder_paths.get_folder_paths("diffusion_models")[0])
-        print(folder_paths.get_filename_list("text_encoders"))
-    """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    first, names = res.stdout.strip().splitlines()[-2:]
-    assert first == str(tmp_path / "vol" / "diffusion_models")
-    assert "t.safetensors" in names

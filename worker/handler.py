@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from typing import Any
+
+import model_fetch
 
 from . import jobs
 from .runtime import Runtime
@@ -28,25 +29,20 @@ def runtime() -> Runtime:
 class ProgressReporter:
     """Renders a job's progress events: logs them and, on RunPod (``remote``), sends them to the client.
 
-    Events are throttled per stream, a stream being one ``(stage, file)``: at most one every ``interval``
-    s, but a new stream or a new ``phase`` of a stream (a file's ``verify``, its ``done``) always passes.
-    The events themselves come from model_fetch (files, already thinned per file by its
-    ``PerFileThrottle``) and ComfyUI (sampling); this only paces them for RunPod's progress channel.
+    Events are paced per stream, a stream being one ``(stage, file)``, by model_fetch's ``Pacer``: at most
+    one every ``interval`` s, but a new stream or a new ``phase`` of a stream (a file's ``verify``, its
+    ``done``) always passes. The events themselves come from model_fetch (files, already thinned per file
+    by the same rule) and ComfyUI (sampling); this only paces them for RunPod's progress channel.
     """
 
     def __init__(self, job: dict[str, Any], interval: float = 2.0, remote: bool = False) -> None:
         self.job = job
-        self.interval = interval
         self.remote = remote and "id" in job
-        self.sent: dict[tuple[Any, ...], tuple[float, object]] = {}  # stream -> (time, phase) of its last event sent
+        self.pacer = model_fetch.Pacer(interval)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        now = time.monotonic()
-        stream, phase = (event.get("stage"), event.get("file")), event.get("phase")
-        last = self.sent.get(stream)
-        if last is not None and last[1] == phase and now - last[0] < self.interval:
+        if not self.pacer.admit((event.get("stage"), event.get("file")), event.get("phase")):
             return
-        self.sent[stream] = (now, phase)
         log.info("progress %s", event)
         if self.remote:
             import runpod

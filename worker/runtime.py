@@ -76,12 +76,10 @@ class Runtime:
         models = comfyui / "models"
         if not models.is_dir() or models.resolve() == (self.settings.base_dir / "models").resolve():
             return []
-        section = {"base_path": str(models), **{d.name: d.name for d in sorted(models.iterdir()) if d.is_dir()}}
-        path = self.settings.base_dir / "comfyui_install_models.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        import yaml
-
-        path.write_text(yaml.safe_dump({"comfyui_install": section}, sort_keys=False))
+        section = model_fetch.ModelPathsSection(
+            "comfyui_install", models, {d.name: (d.name,) for d in sorted(models.iterdir()) if d.is_dir()})
+        path = model_fetch.write_model_paths_yaml(self.settings.base_dir / "comfyui_install_models.yaml", [section],
+                                                  "written by the worker: the ComfyUI install's own models/ folders")
         return [path]
 
     def _make_process(self) -> ComfyProcess:

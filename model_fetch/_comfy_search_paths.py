@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._folders import canonical, is_file, search_dirs
+from ._model_folders import canonical, is_file, search_dirs
 
 log = logging.getLogger(__name__)
 
