@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ._embedded import Refusal, check_embedded_sources, workflow_needs
     from ._extra_model_paths import ModelPathsSection, write_model_paths_yaml
-    from ._fetch import EnsureReport, Fetched
+    from ._ensure import EnsureReport, Fetched
     from ._inventory import FileStatus
     from ._planner import Need, Plan, PlanItem
     from ._transports import redact as redact_url
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 # Heavier modules (the engine imports requests) load on first use, so `model-fetch status` starts fast.
 # public name -> (internal module, its name there)
-_LAZY = {"EnsureReport": ("_fetch", "EnsureReport"), "Fetched": ("_fetch", "Fetched"),
+_LAZY = {"EnsureReport": ("_ensure", "EnsureReport"), "Fetched": ("_ensure", "Fetched"),
          "FileStatus": ("_inventory", "FileStatus"), "Plan": ("_planner", "Plan"), "PlanItem": ("_planner", "PlanItem"),
          "Need": ("_planner", "Need"), "Refusal": ("_embedded", "Refusal"), "workflow_needs": ("_embedded", "workflow_needs"),
          "check_embedded_sources": ("_embedded", "check_embedded_sources"), "redact_url": ("_transports", "redact"),
@@ -122,7 +122,7 @@ def ensure(items: "Plan | Iterable[ModelEntry]", *, settings: Settings | None = 
 
     Setting ``cancel`` (from any thread) stops it with ``DownloadCancelled``; a ``.part`` and its
     journal stay, so the next ``ensure`` resumes where this one stopped."""
-    from ._fetch import ensure_entries
+    from ._ensure import ensure_entries
     from ._planner import Plan
     from ._s3 import writeback_hook
 

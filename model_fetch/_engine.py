@@ -27,6 +27,7 @@ from typing import TypeVar
 from . import _journal as journal_mod
 from .config import Settings
 from .errors import DownloadCancelled, DownloadError, IntegrityError, NotEnoughSpace
+from ._hashing import PrefixHasher
 from ._reach import waiting_line
 from ._store import journal_path, part_path
 from ._transports import Probe, RangeIgnored, Transient, Transport
@@ -34,6 +35,7 @@ from ._transports import Probe, RangeIgnored, Transient, Transport
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 300.0
+LEAD_BYTES = 128 * 1024 * 1024  # how far past the hashed prefix the workers may receive
 
 
 class Cancelled(Exception):
@@ -208,7 +210,7 @@ class Download:
             log.info("%s: resuming, %d of %d chunks already here (%d in part)", self.final.name, len(done),
                      header.chunks(), len(jr.partial))
         pending = [i for i in range(header.chunks()) if i not in done]
-        hasher = _PrefixHasher(fd, header, jr.done, self._cond, mm)  # jr.done grows under self._cond
+        hasher = PrefixHasher(fd, header, jr.done, self._cond, mm)  # jr.done grows under self._cond
         hasher_thread = threading.Thread(target=hasher.run, name="sha256", daemon=True)
         hasher_thread.start()
         queue = iter(pending)
@@ -337,73 +339,6 @@ class Download:
             except RangeIgnored:
                 raise DownloadError(f"{self.t.label}: inconsistent range behaviour") from None
         raise DownloadError(f"{self.final.name}: gave up after {self.settings.max_attempts} attempts on {self.t.label}")
-
-
-LEAD_BYTES = 128 * 1024 * 1024  # how far past the hashed prefix the workers may receive
-
-
-class _PrefixHasher:
-    """Hashes chunks in order as soon as each is complete (from the mapping, else read back with ``pread``);
-    every ``SYNC_EVERY`` bytes starts the hashed prefix's writeback, so the final fsync has little left to
-    do, and drops it from the mapping, so resident memory stays bounded."""
-
-    SYNC_EVERY = 32 * 1024 * 1024
-
-    def __init__(self, fd: int, header: journal_mod.Header, done: set[int], cond: threading.Condition,
-                 mm: mmap.mmap | None = None) -> None:
-        self.fd, self.header, self.done, self.cond, self.mm = fd, header, done, cond, mm
-        self._synced_to = 0
-        self.next_index = 0  # the first chunk not hashed yet (read by the workers under ``cond``)
-        self.sha = hashlib.sha256()
-        self._cancel = False
-        self._buf = bytearray(4 * 1024 * 1024)
-
-    def cancel(self) -> None:
-        with self.cond:
-            self._cancel = True
-            self.cond.notify_all()
-
-    def run(self) -> None:
-        for index in range(self.header.chunks()):
-            with self.cond:
-                while index not in self.done and not self._cancel:
-                    self.cond.wait(1.0)
-                if self._cancel:
-                    return
-            start, end = self.header.span(index)
-            if self.mm is not None:
-                with memoryview(self.mm) as whole, whole[start:end + 1] as chunk:
-                    self.sha.update(chunk)
-            else:
-                pos, view = start, memoryview(self._buf)
-                while pos <= end:
-                    n = os.preadv(self.fd, [view[: min(len(self._buf), end - pos + 1)]], pos)
-                    if n <= 0:
-                        raise OSError(f"short read at {pos}")
-                    self.sha.update(view[:n])
-                    pos += n
-            if end + 1 - self._synced_to >= self.SYNC_EVERY:
-                self._sync(end + 1)
-            with self.cond:
-                self.next_index = index + 1
-                self.cond.notify_all()
-
-    def _sync(self, upto: int) -> None:
-        """Unmap the hashed prefix (dirty pages stay in the page cache) and start its writeback without
-        waiting for it: writeback overlaps the download instead of trailing it, resident memory stays bounded."""
-        start = self._synced_to - self._synced_to % mmap.PAGESIZE
-        if self.mm is not None and hasattr(self.mm, "madvise"):
-            self.mm.madvise(mmap.MADV_DONTNEED, start, upto - start)
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(self.fd, start, upto - start, os.POSIX_FADV_DONTNEED)  # Linux: async writeback
-        elif self.mm is not None:
-            self.mm.flush(start, upto - start)
-        else:
-            os.fdatasync(self.fd)
-        self._synced_to = upto
-
-    def hexdigest(self) -> str:
-        return self.sha.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -199,7 +199,7 @@ class Mismatch(IntegrityError):
         self.name, self.expected, self.actual = ", ".join(names), "", ""
 
 
-def _comfy_folders(args: argparse.Namespace, settings: Settings) -> ComfyFolders | None:
+def _comfyui_search_paths(args: argparse.Namespace, settings: Settings) -> ComfyFolders | None:
     """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
     from ._comfy_search_paths import ComfyFolders
 
@@ -218,8 +218,8 @@ def _emit(args: argparse.Namespace, data: object, human: str) -> None:
 
 
 @dataclass
-class Context:
-    """What every verb works with: settings (environment + options), the loaded manifests, the store, and
+class Invocation:
+    """One run of the command, what every verb works with: settings (environment + options), the loaded manifests, the store, and
     ``scope``, the files a verb without names covers."""
 
     args: argparse.Namespace
@@ -229,52 +229,55 @@ class Context:
     scope: Manifest
 
     @classmethod
-    def of(cls, args: argparse.Namespace) -> "Context":
+    def of(cls, args: argparse.Namespace) -> "Invocation":
         settings, manifest, store = defaults(_settings(args))
         return cls(args, settings, manifest, store, _scope(settings, args, manifest))
 
     def select(self, names: list[str]) -> list[ModelEntry]:
         return _select(self.manifest, self.scope, names)
 
+    def comfyui_search_paths(self) -> ComfyFolders | None:
+        return _comfyui_search_paths(self.args, self.settings)
 
-def cmd_status(c: Context) -> int:
+
+def cmd_status(inv: Invocation) -> int:
     from ._inventory import status
 
-    files = status(c.scope, c.store, c.settings, remote=c.args.remote, comfy=_comfy_folders(c.args, c.settings))
+    files = status(inv.scope, inv.store, inv.settings, remote=inv.args.remote, comfy=inv.comfyui_search_paths())
     lines = [f"{f.state:<11} {f.entry.directory}/{f.entry.name}" + (f"  [{', '.join(f.tiers)}]" if f.tiers else "")
              + (f"  {human_bytes(f.done)} of {human_bytes(f.size)}" if f.state in ("partial", "downloading") else "")
              + (f"  ({human_bytes(f.size)})" if f.state == "present" else "")
              + (f"  (ComfyUI: {f.path})" if f.comfyui else "") for f in files]
-    _emit(c.args, {"files": [f.as_dict() for f in files]}, "\n".join(lines) or "manifest is empty")
+    _emit(inv.args, {"files": [f.as_dict() for f in files]}, "\n".join(lines) or "manifest is empty")
     return 0
 
 
-def cmd_plan(c: Context) -> int:
+def cmd_plan(inv: Invocation) -> int:
     from ._planner import plan_workflow
 
-    p = plan_workflow(c.args.workflow, c.manifest, c.store, _comfy_folders(c.args, c.settings), c.settings)
+    p = plan_workflow(inv.args.workflow, inv.manifest, inv.store, inv.comfyui_search_paths(), inv.settings)
     lines = [f"{'present' if i.present else 'missing':<8} {i.directory}/{i.name}"
              + ("" if i.present else f"  <- {i.entry.url if i.entry else 'no source'}")
              + (f"  (ComfyUI: {i.path or 'listed'})" if i.outside_store else "") for i in p.items]
-    _emit(c.args, {"workflow": str(c.args.workflow), "files": p.as_dict()}, "\n".join(lines))
+    _emit(inv.args, {"workflow": str(inv.args.workflow), "files": p.as_dict()}, "\n".join(lines))
     return 0
 
 
-def cmd_pull(c: Context) -> int:
-    from ._fetch import Fetched, ensure_entries
+def cmd_pull(inv: Invocation) -> int:
+    from ._ensure import Fetched, ensure_entries
     from ._planner import plan_workflow
     from ._progress_view import progress_renderer
     from ._s3 import writeback_hook
 
-    comfy = _comfy_folders(c.args, c.settings)
-    entries = (plan_workflow(c.args.workflow, c.manifest, c.store, comfy, c.settings).entries() if c.args.workflow
-               else c.select(c.args.names))
+    comfy = inv.comfyui_search_paths()
+    entries = (plan_workflow(inv.args.workflow, inv.manifest, inv.store, comfy, inv.settings).entries() if inv.args.workflow
+               else inv.select(inv.args.names))
     in_comfy = [Fetched(e, path, None, "present", "comfyui") for e in entries if comfy is not None
-                and c.store.find(e) is None and (path := comfy.find(e.name, e.directory)) is not None]
+                and inv.store.find(e) is None and (path := comfy.find(e.name, e.directory)) is not None]
     entries = [e for e in entries if e not in {f.entry for f in in_comfy}]
-    hook = writeback_hook(c.settings)
+    hook = writeback_hook(inv.settings)
     with progress_renderer() as on_progress:
-        report = ensure_entries(entries, c.store, c.settings, on_progress, hook)
+        report = ensure_entries(entries, inv.store, inv.settings, on_progress, hook)
     report.files[:0] = in_comfy
     if hook is not None and hook.threads:
         print("waiting for mirror write-back to finish…", file=sys.stderr)
@@ -282,72 +285,72 @@ def cmd_pull(c: Context) -> int:
             print(f"write-back {r['state']}: {r['url']}", file=sys.stderr)
     files = [{"name": f.entry.name, "directory": f.entry.directory, "path": str(f.path), "action": f.action,
               "sha256": f.sha256, "source": f.source, "fetched_bytes": f.fetched_bytes} for f in report.files]
-    _emit(c.args, {"files": files, "downloaded_bytes": report.downloaded_bytes},
+    _emit(inv.args, {"files": files, "downloaded_bytes": report.downloaded_bytes},
           "\n".join(f"{f['action']:<10} {f['path']}" for f in files))
     return 0
 
 
-def cmd_verify(c: Context) -> int:
+def cmd_verify(inv: Invocation) -> int:
     from ._verifier import verify
 
-    results = verify(c.select(c.args.names), c.store)
+    results = verify(inv.select(inv.args.names), inv.store)
     data = {"files": [r.as_dict() for r in results]}
     bad = [r for r in results if r.state == "mismatch"]
-    if not (bad and c.args.json):  # with --json a mismatch answers one document: the files and the error
-        _emit(c.args, data, "\n".join(f"{r.state:<9} {r.entry.directory}/{r.entry.name}" for r in results))
+    if not (bad and inv.args.json):  # with --json a mismatch answers one document: the files and the error
+        _emit(inv.args, data, "\n".join(f"{r.state:<9} {r.entry.directory}/{r.entry.name}" for r in results))
     if bad:
         raise Mismatch([r.entry.name for r in bad], data)
     return 0
 
 
-def cmd_doctor(c: Context) -> int:
+def cmd_doctor(inv: Invocation) -> int:
     from ._diagnostics import doctor
 
-    report = doctor(c.settings, c.scope, c.store)
+    report = doctor(inv.settings, inv.scope, inv.store)
     human = [f"write root: {report['write_root']}", f"network volume: {report['network_volume']}",
              f"offline ready: {report['offline']['ready']}"]
     human += [f"root {r['path']}: exists={r['exists']} writable={r['writable']} free={human_bytes(r['free_bytes'])}"
               for r in report["roots"]]
     human += [f"env {k}={v}" for k, v in report["env"].items() if v != "unset"]
     human += [f"problem: {p}" for p in report["problems"]]
-    _emit(c.args, report, "\n".join(human))
+    _emit(inv.args, report, "\n".join(human))
     return 0 if report["ok"] else 1
 
 
-def cmd_paths(c: Context) -> int:
+def cmd_paths(inv: Invocation) -> int:
     from ._extra_model_paths import write_extra_model_paths
 
-    path = write_extra_model_paths(c.store, c.args.output)
-    _emit(c.args, {"path": str(path), "roots": [str(r) for r in c.store.roots]}, str(path))
+    path = write_extra_model_paths(inv.store, inv.args.output)
+    _emit(inv.args, {"path": str(path), "roots": [str(r) for r in inv.store.roots]}, str(path))
     return 0
 
 
-def cmd_gc(c: Context) -> int:
+def cmd_gc(inv: Invocation) -> int:
     from ._cleanup import gc
 
-    report = gc(c.store, c.settings.lease_ttl, partials=c.args.partials)
+    report = gc(inv.store, inv.settings.lease_ttl, partials=inv.args.partials)
     kept = (f"; kept {len(report.kept_partial)} resumable partial download(s) (`gc --partials` removes them)"
             if report.kept_partial else "")
-    _emit(c.args, report.as_dict(),
+    _emit(inv.args, report.as_dict(),
           f"removed {len(report.removed)} files, freed {human_bytes(report.freed_bytes)}{kept}")
     return 0
 
 
-def cmd_push(c: Context) -> int:
+def cmd_push(inv: Invocation) -> int:
     from ._s3 import push
 
-    target = c.args.to or c.settings.mirror_writeback
+    target = inv.args.to or inv.settings.mirror_writeback
     if not target:
         raise UsageError("push needs --to s3://BUCKET/PREFIX or MODEL_FETCH_MIRROR_WRITEBACK")
-    results = push(c.select(c.args.names), c.store, c.settings, target)
-    _emit(c.args, {"files": results}, "\n".join(f"{r['state']:<9} {r['url']}" for r in results))
+    results = push(inv.select(inv.args.names), inv.store, inv.settings, target)
+    _emit(inv.args, {"files": results}, "\n".join(f"{r['state']:<9} {r['url']}" for r in results))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the verb ``args`` names (its ``cmd_*`` function)."""
-    func: Callable[[Context], int] = args.func
-    return func(Context.of(args))
+    func: Callable[[Invocation], int] = args.func
+    return func(Invocation.of(args))
 
 
 def _fail(exc: ModelFetchError, as_json: bool) -> int:

@@ -33,12 +33,28 @@ def requirement_names(lines: list[str]) -> set[str]:
     return names
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:``: imports for the type checker (dev requirements), never run."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        test = node.test if isinstance(node, ast.If) else None
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+                (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
+            skipped |= {id(inner) for stmt in node.body for inner in ast.walk(stmt)}
+    return skipped
+
+
 def third_party_imports(files: list[Path]) -> dict[str, list[str]]:
-    """Top-level imported names that are neither stdlib, relative, ours nor ComfyUI's: {name: [file, ...]}."""
+    """Top-level imported names that are neither stdlib, relative, ours nor ComfyUI's: {name: [file, ...]}.
+    Imports under ``if TYPE_CHECKING:`` never run, so they are not counted."""
     found: dict[str, list[str]] = {}
     ours = {"worker", "model_fetch", "wan_serverless", "tests"}
     for path in files:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        types_only = _type_checking_only(tree)
+        for node in ast.walk(tree):
+            if id(node) in types_only:
+                continue
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:

@@ -7,10 +7,12 @@ its access key and an allow-all policy; from then on wrong credentials are refus
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import requests
@@ -78,3 +80,15 @@ def start_s3_server(auth: bool = True) -> S3Server:
     iam.put_user_policy(UserName="tester", PolicyName="all",
                         PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}')
     return S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], proc)
+
+
+@contextlib.contextmanager
+def s3_server(auth: bool = True, buckets: Iterable[str] = ()) -> Iterator[S3Server]:
+    """``start_s3_server`` with ``buckets`` created, stopped on leaving (a fixture's whole body)."""
+    server = start_s3_server(auth=auth)
+    try:
+        for bucket in buckets:
+            server.client().create_bucket(Bucket=bucket)
+        yield server
+    finally:
+        server.stop()

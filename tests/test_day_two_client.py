@@ -21,7 +21,7 @@ import requests
 
 from tests import runpod_api
 from tests.graphs import input_png, probe_video
-from tests.s3server import start_s3_server
+from tests.s3server import s3_server
 from tests.test_day_one_worker import PNG, baked_install, inline_graph, worker_env
 from worker.supervisor import free_port
 
@@ -45,10 +45,8 @@ def loader_id(graph: dict, class_type: str) -> str:
 
 @pytest.fixture(scope="module")
 def s3():
-    server = start_s3_server(auth=False)
-    server.client().create_bucket(Bucket="videos")
-    yield server
-    server.stop()
+    with s3_server(auth=False, buckets=["videos"]) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.graphs import input_png
-from tests.s3server import start_s3_server
+from tests.s3server import s3_server, start_s3_server
 from worker.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,10 +59,8 @@ def test_bad_settings_are_named_at_start(tmp_path, variable, value, says):
 # -- the output target, checked before the run --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def s3():
-    server = start_s3_server(auth=True)
-    server.client().create_bucket(Bucket="outputs")
-    yield server
-    server.stop()
+    with s3_server(auth=True, buckets=["outputs"]) as server:
+        yield server
 
 
 def s3_job(**output) -> dict:

@@ -144,6 +144,11 @@ def test_embedded_url_breaking_a_rule_is_refused_naming_model_and_rule(env, base
     assert "6" in resp.json()["node_errors"]  # the high-noise UNET loader is marked in the editor
     plan = requests.post(f"{env.comfy.url}/model_fetch/plan", json={"workflow": ui}, timeout=60).json()["models"]
     assert {r["state"] for r in plan} == {"refused"} and all(rule in r["reason"] for r in plan)
+    # the panel's Download button sends the same workflow to /model_fetch/pull: the one error shape, one
+    # refusal per file, nothing started
+    pulled = requests.post(f"{env.comfy.url}/model_fetch/pull", json={"all": True, "workflow": ui}, timeout=60)
+    assert pulled.status_code == 400 and pulled.json()["code"] == "model_fetch_refused", pulled.text
+    assert len(pulled.json()["refusals"]) == len(env.mirror) and all(rule in r for r in pulled.json()["refusals"])
     assert not any(p.is_file() for p in env.root.rglob("*") if p.name in env.mirror)
     assert env.secure.counters.connections == 0  # nothing fetched, not even probed
 

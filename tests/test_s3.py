@@ -12,7 +12,7 @@ import requests
 import model_fetch
 from model_fetch import DownloadError, IntegrityError, ModelEntry, Settings, Store
 from model_fetch._s3 import make_client, writeback_hook
-from tests.s3server import start_s3_server
+from tests.s3server import s3_server
 from worker.outputs import OutputFile, to_s3
 
 KiB = 1024
@@ -21,10 +21,8 @@ UNREACHABLE = "http://127.0.0.1:9/origin/model.bin"  # nothing listens on port 9
 
 @pytest.fixture(scope="module")
 def s3():
-    server = start_s3_server()
-    server.client().create_bucket(Bucket="models")
-    yield server
-    server.stop()
+    with s3_server(buckets=["models"]) as server:
+        yield server
 
 
 def data_of(size: int, seed: int) -> bytes:
@@ -146,10 +144,8 @@ def test_push_seeds_the_mirror_once(s3, tmp_path):
 
 @pytest.fixture(scope="module")
 def s3_open():
-    server = start_s3_server(auth=False)
-    server.client().create_bucket(Bucket="outputs")
-    yield server
-    server.stop()
+    with s3_server(auth=False, buckets=["outputs"]) as server:
+        yield server
 
 
 def test_output_multipart_upload_and_presigned_url(s3_open, tmp_path):

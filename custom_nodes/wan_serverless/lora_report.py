@@ -119,9 +119,9 @@ def _show(text: str) -> None:
         from server import PromptServer
     except ImportError:
         return
-    ctx, server = get_executing_context(), getattr(PromptServer, "instance", None)
-    if ctx is not None and server is not None:
-        server.send_progress_text(text, ctx.node_id)
+    executing, server = get_executing_context(), getattr(PromptServer, "instance", None)
+    if executing is not None and server is not None:
+        server.send_progress_text(text, executing.node_id)
 
 
 def _observed(stock: Callable[..., tuple]) -> Callable[..., dict]:

@@ -93,8 +93,8 @@ class PackedTensor(torch.Tensor):
                             "patches": self.patches}
 
     @staticmethod
-    def __tensor_unflatten__(inner, ctx, outer_size, outer_stride):
-        return PackedTensor(inner["packed"], ctx["qtype"], ctx["shape"], ctx["dtype"], ctx["patches"])
+    def __tensor_unflatten__(inner, meta, outer_size, outer_stride):
+        return PackedTensor(inner["packed"], meta["qtype"], meta["shape"], meta["dtype"], meta["patches"])
 
     __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]  # torch's wrapper-subclass protocol, not its stubs
 
