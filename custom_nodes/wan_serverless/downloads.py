@@ -31,7 +31,7 @@ RATE_WINDOW_S = 5.0  # the download rate shown is averaged over this many second
 
 
 @dataclass
-class Download:
+class RunningDownload:
     """One download in this process; ``progress`` is the latest model_fetch event."""
 
     entry: ModelEntry
@@ -65,10 +65,10 @@ class Downloads:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings, self.store = settings, store
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, str], Download] = {}
+        self._running: dict[tuple[str, str], RunningDownload] = {}
         self._failed: dict[tuple[str, str], str] = {}
 
-    def running(self, key: tuple[str, str]) -> Download | None:
+    def running(self, key: tuple[str, str]) -> RunningDownload | None:
         """The running download of the entry with ``key``, or None."""
         return self._running.get(key)
 
@@ -76,18 +76,18 @@ class Downloads:
         """Why the last download of the entry with ``key`` failed, or None (cleared by the next start)."""
         return self._failed.get(key)
 
-    def start(self, entry: ModelEntry, origin: str) -> tuple[Download, bool]:
+    def start(self, entry: ModelEntry, origin: str) -> tuple[RunningDownload, bool]:
         """The download of ``entry``: the running one, or a new one (then ``True``)."""
         with self._lock:
             download = self._running.get(entry.key)
             if download is not None:
                 return download, False
-            download = self._running[entry.key] = Download(entry, origin)
+            download = self._running[entry.key] = RunningDownload(entry, origin)
             self._failed.pop(entry.key, None)
         threading.Thread(target=self._run, args=(download,), name=f"model-fetch {entry.name}", daemon=True).start()
         return download, True
 
-    def _run(self, download: Download) -> None:
+    def _run(self, download: RunningDownload) -> None:
 
         entry = download.entry
         log.info("model_fetch: fetching %s (%s, %s)", entry.describe(), human_bytes(entry.size), download.origin)
