@@ -62,6 +62,8 @@ t=$(date +%s)
 for a in comfyui project ComfyUI-GGUF; do
   [ -f "$KIT/$a.tar.gz" ] && { tar -xzf "$KIT/$a.tar.gz" -C "$WORK" || die "cannot unpack $a.tar.gz"; }
 done
+# the pack imports model_fetch as an installed package (its model-fetch wheel is built from these files)
+ln -sfn "$WORK/project/model_fetch" "$WORK/site/model_fetch" || die "cannot install model_fetch into $WORK/site"
 phase "unpack ComfyUI, project, city96" $(( $(date +%s) - t ))
 export PYTHONPATH="$WORK/site" COMFYUI_DIR="$WORK/comfyui" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 cd "$WORK/project" || die "no project in the kit"

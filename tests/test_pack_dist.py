@@ -5,12 +5,11 @@ everything model_fetch imports."""
 
 from __future__ import annotations
 
-import ast
 import re
-import sys
 import tomllib
 
 from tests.conftest import PROJECT_ROOT
+from tests.runtime_imports import third_party_imports
 
 PACK = PROJECT_ROOT / "custom_nodes" / "wan_serverless"
 MODEL_FETCH_DIST = PROJECT_ROOT / "packaging" / "model-fetch" / "pyproject.toml"
@@ -50,15 +49,8 @@ def test_the_pack_pins_the_model_fetch_this_repository_builds():
 def test_model_fetch_distribution_declares_what_model_fetch_imports():
     dist = toml(MODEL_FETCH_DIST)
     declared = names(dist["project"]["dependencies"])
-    imported = set()
-    for path in (PROJECT_ROOT / "model_fetch").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                imported.add(node.module.split(".")[0])
-    third_party = {DISTRIBUTION.get(m, m).replace("_", "-") for m in imported
-                   if m not in sys.stdlib_module_names and m not in ("model_fetch", "__future__")}
+    imported = third_party_imports(sorted((PROJECT_ROOT / "model_fetch").glob("*.py")))  # TYPE_CHECKING ones never run
+    third_party = {DISTRIBUTION.get(m, m).replace("_", "-") for m in imported}
     assert third_party <= declared, f"model_fetch imports {sorted(third_party - declared)} not in {MODEL_FETCH_DIST}"
     # and the repository's own distribution (what .venv and the image install) has them too
     assert declared <= names(toml(PROJECT_ROOT / "pyproject.toml")["project"]["dependencies"])
