@@ -11,7 +11,7 @@ the page cache (checked with ``fincore``).
 Each variant starts a worker as ``python -m worker`` does (``Runtime.start``, ``start_preload``) with a job
 waiting, as on a new RunPod worker: the saved workflow at 16×16, 1 frame, 1 step per stage, CPU. Recorded:
 worker start → ComfyUI ready, → end of the first sampling step, → end of the job (or stopped after the first
-step with ``--to-first-step``: on CPU the second stage adds minutes that no read changes), the preload's
+step, the default; ``--full`` runs it to the end: on CPU the second stage adds minutes that no read changes), the preload's
 reads, peak RSS. Needs root, losetup, mkfs.ext4 and ~30 GB of disk; run it under ``flock /tmp/heavy.lock``.
 """
 
@@ -131,12 +131,10 @@ def variant(mode: str, models: Path, manifest: Path, work: Path, to_first_step: 
     mem = PeakMemory()
     mem.watch("worker", os.getpid(), children=False)
     mem.start()
-    events: list[tuple[float, dict]] = []
     first_step = threading.Event()
     marks: dict[str, float] = {}
 
     def report(event: dict) -> None:
-        events.append((time.monotonic(), event))
         if event.get("stage") == "sampling" and event.get("node") == "13" and not first_step.is_set():
             marks["first_step"] = time.monotonic()
             first_step.set()
@@ -222,7 +220,7 @@ def run(rate_mb: float = 200.0, modes: tuple[str, ...] = ("off", "cache"), to_fi
                 saved = {"results": results, "sizes": sizes, "rate_mb": rate_mb, "facts": facts,
                          "to_first_step": to_first_step}
                 (CACHE / "results.json").write_text(json.dumps(saved, default=str))
-                write(results, sizes, rate_mb, facts, to_first_step)
+                write(results, sizes, rate_mb, facts)
             if not keep:
                 shutil.rmtree(mount / "models", ignore_errors=True)
                 shutil.rmtree(staging, ignore_errors=True)
@@ -244,7 +242,7 @@ the memory available before each variant is in the facts. Pages preloaded can st
 processes need the memory (this machine is shared), and are then read again by the job. The low-noise UNET's
 overlap read, started with the high-noise sampler, had no room beside the running stage here (no such row in the
 reads table; tests/test_preload.py shows it on tiny weights); a GPU worker with 64 GB of RAM or more holds both.
-The second stage is not run (`--to-first-step`, the default): on this CPU it adds minutes of compute that no read
+The second stage is not run by default (`--full` runs it): on this CPU it adds minutes of compute that no read
 changes. Peak RSS of the worker includes this benchmark's own process (torch, imported to generate the stand-ins).
 The `warmup` variant is not measured: on this CPU a warm-up is the whole workflow at 16×16 (two umt5 encodes and
 two UNET steps, ~20 min), which a job arriving at start interrupts; on a GPU it costs one tiny run (the model loads
@@ -252,7 +250,7 @@ plus seconds of compute) and pays when workers start before jobs arrive (idle or
 job is already waiting, which is also why the default is `cache`."""
 
 
-def verdict_text(results: list[dict], read_s: float, to_first_step: bool) -> str:
+def verdict_text(results: list[dict], read_s: float) -> str:
     by = {r["mode"]: r for r in results}
     if "off" not in by or "cache" not in by:
         return ""
@@ -273,7 +271,7 @@ def verdict_text(results: list[dict], read_s: float, to_first_step: bool) -> str
     return text
 
 
-def write(results: list[dict], sizes: dict[str, int], rate_mb: float, facts: dict[str, str], to_first_step: bool) -> None:
+def write(results: list[dict], sizes: dict[str, int], rate_mb: float, facts: dict[str, str]) -> None:
     stage0 = sum(s for n, s in sizes.items() if "low_noise" not in n)
     read_s = stage0 / 1e6 / rate_mb
     rows = []
@@ -301,7 +299,7 @@ def write(results: list[dict], sizes: dict[str, int], rate_mb: float, facts: dic
             + "\n\nPer node (ComfyUI executor time):\n\n" + table(["variant", "node", "time"], per_node)
             + "\n\nPreload reads:\n\n" + table(["variant", "file", "trigger", "bytes", "when", "error"], reads)
             + "\n\n" + table(["fact", "value"], [[k, v] for k, v in facts.items()])
-            + "\n\n" + verdict_text(results, read_s, to_first_step) + "\n\n" + NOTES)
+            + "\n\n" + verdict_text(results, read_s) + "\n\n" + NOTES)
     write_section("coldstart", "Cold start on a slow volume (`make coldstart`)", body, COMMAND)
     print(body)
 
@@ -317,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.report_only:
         saved = json.loads((CACHE / "results.json").read_text())
-        write(saved["results"], saved["sizes"], saved["rate_mb"], saved["facts"], saved["to_first_step"])
+        write(saved["results"], saved["sizes"], saved["rate_mb"], saved["facts"])
         return 0
     run(args.rate, tuple(args.modes.split(",")), not args.full, args.keep, args.smoke)
     return 0

@@ -29,7 +29,7 @@ from ._store import Store
 from .config import Settings
 from .errors import (CodedError, DownloadCancelled, DownloadError, HostUnreachable, IntegrityError, LeaseTimeout, ManifestError,
                      ModelFetchError, NotEnoughSpace, OfflineError, SourceNotFound, SourceRefused, UnknownModelError,
-                     WorkflowError)
+                     UrlRefused, WorkflowError)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms of every CLI start)
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ._inventory import FileStatus
     from ._planner import Need, Plan, PlanItem
     from ._transports import redact as redact_url
-    from ._urlguard import UrlRefused, check_public_host
+    from ._urlguard import check_public_host
 
 # Heavier modules (the engine imports requests) load on first use, so `model-fetch status` starts fast.
 # public name -> (internal module, its name there)
@@ -55,7 +55,7 @@ _LAZY = {"EnsureReport": ("_ensure", "EnsureReport"), "Fetched": ("_ensure", "Fe
          "FileStatus": ("_inventory", "FileStatus"), "Plan": ("_planner", "Plan"), "PlanItem": ("_planner", "PlanItem"),
          "Need": ("_planner", "Need"), "Refusal": ("_embedded", "Refusal"), "workflow_needs": ("_embedded", "workflow_needs"),
          "check_embedded_sources": ("_embedded", "check_embedded_sources"), "redact_url": ("_transports", "redact"),
-         "UrlRefused": ("_urlguard", "UrlRefused"), "check_public_host": ("_urlguard", "check_public_host"),
+         "check_public_host": ("_urlguard", "check_public_host"),
          "ModelPathsSection": ("_extra_model_paths", "ModelPathsSection"),
          "write_model_paths_yaml": ("_extra_model_paths", "write_model_paths_yaml")}
 

@@ -19,7 +19,7 @@ from . import _journal as journal
 from .config import MiB, Settings
 from ._engine import Download, preflight
 from .errors import (DownloadCancelled, DownloadError, HostUnreachable, IntegrityError, LeaseTimeout, ModelFetchError,
-                     NoSource, NotEnoughSpace, OfflineError, SourceNotFound, os_error)
+                     NoSource, NotEnoughSpace, OfflineError, SourceNotFound, os_error, unwritable)
 from ._hashing import sha256_file
 from ._sizes import human_bytes
 from ._lease import Lease
@@ -308,7 +308,7 @@ def _os_errors() -> Iterator[None]:
     except ModelFetchError:
         raise
     except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if not unwritable(exc):
             raise
         raise os_error(exc) from None
 

@@ -62,11 +62,11 @@ def search_dirs(folder: str) -> tuple[str, ...]:
 
 def unknown_folder_hint(folder: str) -> str | None:
     """None if ComfyUI searches ``folder``; else why not, suggesting the folder meant (``LoRAs`` -> ``loras``)."""
-    import difflib
-
     name = folder.strip().strip("/")
     if name in COMFYUI_FOLDERS:
         return None
+    import difflib  # only for a folder ComfyUI does not search
+
     same_case = [f for f in COMFYUI_FOLDERS if f.lower() == name.lower()]
     close = same_case or difflib.get_close_matches(name.lower(), COMFYUI_FOLDERS, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""

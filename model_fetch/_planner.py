@@ -3,7 +3,7 @@
 UI-format graphs: ``properties.models`` of each active node (modes 2 muted and 4 bypassed are
 skipped, subgraph nodes included; a known loader's entries only for the names its widgets hold),
 the model names in known loaders' widgets, and the top-level
-``models`` list. API-format graphs: the file inputs of known loader nodes (``folders.LOADER_INPUTS``).
+``models`` list. API-format graphs: the file inputs of known loader nodes (``_model_folders.LOADER_INPUTS``).
 Each need resolves against the store (already present), the manifest, then the workflow's own
 metadata; a need with none of these is an ``UnknownModelError`` naming file and folder.
 """

@@ -199,20 +199,6 @@ class Mismatch(IntegrityError):
         self.name, self.expected, self.actual = ", ".join(names), "", ""
 
 
-def _comfyui_search_paths(args: argparse.Namespace, settings: Settings) -> ComfyFolders | None:
-    """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
-    from ._comfy_search_paths import ComfyFolders
-
-    directory = args.comfyui_dir or settings.comfyui_dir
-    if directory is None:
-        return None
-    if not (directory / "main.py").is_file():
-        if args.comfyui_dir is None:
-            raise SettingError(f"COMFYUI_DIR={str(directory)!r}: expected a ComfyUI install (no main.py there)")
-        raise UsageError(f"--comfyui-dir {directory}: not a ComfyUI install (no main.py there)")
-    return ComfyFolders.of_install(directory)
-
-
 def _emit(args: argparse.Namespace, data: object, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
 
@@ -237,7 +223,17 @@ class Invocation:
         return _select(self.manifest, self.scope, names)
 
     def comfyui_search_paths(self) -> ComfyFolders | None:
-        return _comfyui_search_paths(self.args, self.settings)
+        """Where a ComfyUI install (``--comfyui-dir``, else ``COMFYUI_DIR``) finds models, or None."""
+        from ._comfy_search_paths import ComfyFolders
+
+        directory = self.args.comfyui_dir or self.settings.comfyui_dir
+        if directory is None:
+            return None
+        if not (directory / "main.py").is_file():
+            if self.args.comfyui_dir is None:
+                raise SettingError(f"COMFYUI_DIR={str(directory)!r}: expected a ComfyUI install (no main.py there)")
+            raise UsageError(f"--comfyui-dir {directory}: not a ComfyUI install (no main.py there)")
+        return ComfyFolders.of_install(directory)
 
 
 def cmd_status(inv: Invocation) -> int:

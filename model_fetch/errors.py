@@ -2,7 +2,8 @@
 
 ``CodedError`` is the base of every error family (model_fetch's here, the worker's ``worker.errors``, the
 pack's ``custom_nodes/wan_serverless/errors.py``): a ``code`` from docs/errors.md's one table, a message
-that says what to do, answer ``fields``, and ``to_answer()``. The CLI prints one red line and exits 1.
+that says what to do, answer ``fields``, and ``to_answer()``. The CLI prints one red line and exits 1
+(2 for ``usage``).
 """
 
 from __future__ import annotations
@@ -173,15 +174,22 @@ class UsageError(ModelFetchError):
     code = "usage"
 
 
+def unwritable(exc: OSError) -> bool:
+    """Whether ``exc`` says a folder cannot be written (permissions, read-only filesystem)."""
+    import errno
+
+    return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def os_error(exc: OSError) -> ModelFetchError:
     """An ``OSError`` from the filesystem as the error a user can act on: a folder that cannot be written is
-    ``storage_unwritable`` (naming it), a full one ``disk_full``-like text, anything else the base code."""
+    ``storage_unwritable`` (naming it), anything else the base code with the system's words."""
     import errno
 
     where = exc.filename or "a models folder"
     if isinstance(exc, ModelFetchError):
         return exc
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if unwritable(exc):
         reason = "read-only filesystem" if exc.errno == errno.EROFS else "permission denied"
         return StorageError(f"cannot write {where} ({reason}): make it writable, or point --models-dir / "
                             "MODEL_FETCH_MODELS_DIR at a writable folder")

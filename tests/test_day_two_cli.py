@@ -114,18 +114,15 @@ def test_read_only_models_folder(unshare, lora, tmp_path):
 
 
 def test_push_to_a_missing_bucket(lora, tmp_path):
-    from tests.s3server import start_s3_server
+    from tests.s3server import s3_server
 
     src, sha = lora
     mine = manifest(tmp_path, [{"name": src.name, "directory": "loras", "url": src.as_uri(), "hash": sha}])
     data = str(tmp_path / "data")
     assert cli("--manifest", str(mine), "--models-dir", data, "pull").returncode == 0
-    s3 = start_s3_server(auth=False)
-    try:
+    with s3_server(auth=False) as s3:
         res = cli("--manifest", str(mine), "--models-dir", data, "--json", "push", "--to", "s3://no-such-bucket/models",
                   env=s3.env())
-    finally:
-        s3.stop()
     doc = json_failure(res, "upload_failed")
     assert "no-such-bucket" in doc["error"] and "NoSuchBucket" in doc["error"], doc
 

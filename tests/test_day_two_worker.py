@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.graphs import input_png
-from tests.s3server import s3_server, start_s3_server
+from tests.s3server import s3_server
 from worker.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,9 +94,7 @@ def test_s3_output_target_is_checked_before_the_run(s3, tmp_path, case):
 @pytest.mark.comfyui
 def test_output_keys_have_no_empty_segments_and_the_probe_is_gone(comfyui_dir, tmp_path):
     """A job with a prefix ending in '/' (as docs/job-input.md's example): keys PREFIX/JOB/file, nothing else."""
-    s3 = start_s3_server(auth=False)
-    try:
-        s3.client().create_bucket(Bucket="videos")
+    with s3_server(auth=False, buckets=["videos"]) as s3:
         graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
                  "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "day2"}}}
         job = {"input": {"workflow": graph, "images": [{"name": "in.png", "image": PNG}],
@@ -107,8 +105,6 @@ def test_output_keys_have_no_empty_segments_and_the_probe_is_gone(comfyui_dir, t
         assert output["key"] == f"wan/2025-01/local-test/{output['filename']}", output
         keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket="videos")["Contents"]]
         assert keys == [output["key"]]  # the pre-run test object was deleted
-    finally:
-        s3.stop()
 
 
 # -- a read-only models folder --------------------------------------------------------------------------------

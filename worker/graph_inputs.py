@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput
+from .object_info import spec_options
 from .redact import clip
 
 # Image-upload inputs of ComfyUI's own loaders, used when /object_info is not at hand.
@@ -28,7 +29,7 @@ def image_inputs(graph: dict[str, Any], object_info: dict[str, Any] | None) -> I
         if info is not None:
             specs = {**(info.get("input") or {}).get("required", {}), **(info.get("input") or {}).get("optional", {})}
             for name, spec in specs.items():
-                opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+                opts = spec_options(spec)
                 if opts.get("image_upload") and isinstance(inputs.get(name), str):
                     yield str(node_id), str(class_type), name, opts.get("image_folder", "input")
         elif class_type in KNOWN_LOADERS:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import model_fetch
 
@@ -24,6 +24,9 @@ from .images import load_image, safe_name, unique_name
 from .job_parse import Job, parse_job
 from .runtime import Runtime
 from .workflows import apply_params, load_workflow, set_param
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
@@ -53,7 +56,7 @@ class Prepared:
     graph: dict[str, Any]
     param_map: dict[str, Any] | None
     params: dict[str, Any]
-    target: tuple[str, str | None]  # (output mode, bucket)
+    target: OutputTarget
 
 
 def deadline_for(job: Job, params: dict[str, Any], runtime: Runtime) -> float:
@@ -176,42 +179,40 @@ def _collect(entry: dict[str, Any], ctx: JobContext) -> list[out.OutputFile]:
     return files
 
 
-def output_target(job: Job, ctx: JobContext) -> tuple[str, str | None]:
-    """(mode, bucket) of the job's outputs, checked before anything runs. Without ``output.mode``,
-    ``BUCKET_ENDPOINT_URL`` switches S3 on, as in worker-comfyui."""
+@dataclass
+class OutputTarget:
+    """Where a job's outputs go: ``base64`` in the answer, or ``s3`` under ``s3://bucket/prefix`` with one client."""
+
+    mode: str
+    bucket: str | None = None
+    prefix: str = ""
+    client: S3Client | None = None
+
+
+def output_target(job: Job, ctx: JobContext) -> OutputTarget:
+    """The job's output target, checked before anything runs. Without ``output.mode``, ``BUCKET_ENDPOINT_URL``
+    switches S3 on, as in worker-comfyui. S3 output: credentials there, bucket reachable and writable
+    (worker.output_check)."""
     s, spec = ctx.runtime.settings.output, job.output
     mode = spec.mode or s.mode
     if mode != "s3":
-        return mode, None
+        return OutputTarget(mode)
     bucket = spec.bucket or s.bucket or model_fetch.s3_endpoint_bucket(ctx.runtime.fetch_settings)
     if not bucket:
         raise InvalidInput("output.bucket", "required for s3 output (or set WORKER_OUTPUT_BUCKET, or name the bucket "
                                             "in BUCKET_ENDPOINT_URL: https://BUCKET.s3.REGION.amazonaws.com or "
                                             "https://HOST/BUCKET)")
-    return mode, bucket
+    from .output_check import check_s3_target
+
+    client, prefix = model_fetch.s3_client(ctx.runtime.fetch_settings), out.join_key(spec.prefix or s.prefix, ctx.job_id)
+    check_s3_target(client, bucket, prefix)
+    return OutputTarget(mode, bucket, prefix, client)
 
 
-def check_output_target(job: Job, target: tuple[str, str | None], ctx: JobContext) -> None:
-    """S3 output: credentials there, bucket reachable and writable, before anything runs (worker.output_check)."""
-    mode, bucket = target
-    if mode == "s3" and bucket:
-        from model_fetch import s3_client
-
-        from .output_check import check_s3_target
-
-        prefix = out.join_key(job.output.prefix or ctx.runtime.settings.output.prefix, ctx.job_id)
-        check_s3_target(s3_client(ctx.runtime.fetch_settings), bucket, prefix)
-
-
-def _deliver(job: Job, target: tuple[str, str | None], files: list[out.OutputFile], ctx: JobContext) -> list[dict[str, Any]]:
-    s, spec = ctx.runtime.settings.output, job.output
-    mode, bucket = target
-    if mode == "s3" and bucket:
-        from model_fetch import s3_client
-
-        prefix = out.join_key(spec.prefix or s.prefix, ctx.job_id)
-        expires = int(spec.expires_in or s.url_expires)
-        return out.to_s3(files, s3_client(ctx.runtime.fetch_settings), bucket, prefix, expires)
+def _deliver(job: Job, target: OutputTarget, files: list[out.OutputFile], ctx: JobContext) -> list[dict[str, Any]]:
+    s = ctx.runtime.settings.output
+    if target.client is not None and target.bucket:
+        return out.to_s3(files, target.client, target.bucket, target.prefix, int(job.output.expires_in or s.url_expires))
     return out.as_base64(files, s.max_base64_bytes)
 
 
@@ -246,7 +247,6 @@ def prepare(job: Job, ctx: JobContext) -> Prepared:
         params["image"] = "start.png"  # the uploaded name replaces it once the image is in ComfyUI
     graph = apply_params(loaded.graph, param_map, params) if param_map is not None else loaded.graph
     target = output_target(job, ctx)
-    check_output_target(job, target, ctx)
     input_dir, output_dir = rt.io_dirs()
     coming = {item.name for item in job.images} | ({"start.png"} if "image" in params else set())
     check_input_files(graph, object_info, {"input": input_dir, "output": output_dir,
@@ -287,12 +287,12 @@ def run(job: Job, prepared: Prepared, inputs: InputFiles, plan: model_fetch.Plan
 def deliver(job: Job, prepared: Prepared, entry: dict[str, Any], models: dict[str, Any],
             ctx: JobContext) -> dict[str, Any]:
     """Collect the outputs, send them where the job asked (base64 or S3) and build the answer."""
-    warnings = lora_reports.check(entry)  # a LoRA that applied to nothing fails the job here
+    loras = lora_reports.reports(entry)
+    warnings = lora_reports.check(loras)  # a LoRA that applied to nothing fails the job here
     images, described = out.answer_outputs(_deliver(job, prepared.target, _collect(entry, ctx), ctx))
     ctx.timings["total_s"] = round(time.monotonic() - ctx.started, 3)
     answer: dict[str, Any] = {"status": "success", "prompt_id": ctx.prompt_id, "images": images,
                               "outputs": described, "models": models, "timings": ctx.timings}
-    loras = lora_reports.reports(entry)
     answer |= ({"loras": loras} if loras else {}) | ({"warnings": warnings} if warnings else {})
     out.check_answer_size(answer, ctx.runtime.settings.output.max_base64_bytes)
     return answer

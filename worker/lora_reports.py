@@ -23,10 +23,9 @@ def reports(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def check(entry: dict[str, Any]) -> list[str]:
-    """The job's ``warnings`` (one line per LoRA that left keys without a target); raises
-    ``LoraNotApplied`` naming file and model when a LoRA applied to none of its keys."""
-    found = reports(entry)
+def check(found: list[dict[str, Any]]) -> list[str]:
+    """The job's ``warnings`` from its LoRA ``reports`` (one line per LoRA that left keys without a target);
+    raises ``LoraNotApplied`` naming file and model when a LoRA applied to none of its keys."""
     for rep in found:
         if rep.get("total") and not rep.get("applied"):
             raise LoraNotApplied(

@@ -26,7 +26,7 @@ class WidgetSlot:
 
 
 def is_widget_input(spec: list[Any]) -> bool:
-    kind, opts = _kind(spec), _opts(spec)
+    kind, opts = _kind(spec), spec_options(spec)
     return (opts.get("widgetType") or kind) in WIDGET_TYPES and not opts.get("forceInput")
 
 
@@ -35,7 +35,8 @@ def _kind(spec: Any) -> str:
     return "COMBO" if isinstance(head, list) else str(head)
 
 
-def _opts(spec: Any) -> dict[str, Any]:
+def spec_options(spec: Any) -> dict[str, Any]:
+    """The options dict of an ``/object_info`` input spec (``[type, {options}]``), or ``{}``."""
     opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 else None
     return opts if isinstance(opts, dict) else {}
 
@@ -46,14 +47,14 @@ def ordered_specs(info: dict[str, Any]) -> list[tuple[str, list[Any], bool]]:
     required = dict(inputs.get("required") or {})
     optional = {k: v for k, v in (inputs.get("optional") or {}).items() if k not in required}
     for name, spec in list(required.items()):
-        opts = _opts(spec)
+        opts = spec_options(spec)
         if any(opts.get(k) is True for k in ("image_upload", "video_upload", "animated_image_upload")):
             required["upload"] = ["IMAGEUPLOAD", {**opts, "imageInputName": name}]
             break
     # (audio nodes also get trailing audioUI/upload widgets: after every input, so they change nothing here)
     for name, spec in optional.items():
-        if _opts(spec).get("defaultInput"):
-            optional[name] = [spec[0], {**_opts(spec), "forceInput": True}]
+        if spec_options(spec).get("defaultInput"):
+            optional[name] = [spec[0], {**spec_options(spec), "forceInput": True}]
     specs = {**{k: (v, False) for k, v in required.items()}, **{k: (v, True) for k, v in optional.items()}}
     order = info.get("input_order")
     if not isinstance(order, dict):
@@ -70,7 +71,7 @@ def widget_slots(info: dict[str, Any]) -> list[WidgetSlot]:
     for name, spec, _ in ordered_specs(info):
         if not is_widget_input(spec):
             continue
-        kind, opts = _opts(spec).get("widgetType") or _kind(spec), _opts(spec)
+        kind, opts = spec_options(spec).get("widgetType") or _kind(spec), spec_options(spec)
         if kind == "COMFY_DYNAMICCOMBO_V3":
             raise InvalidInput("workflow", f"node type '{info.get('name')}' uses a dynamic combo input ('{name}'), "
                                            "which this converter does not support; send the API-format export")
@@ -87,7 +88,7 @@ def widget_slots(info: dict[str, Any]) -> list[WidgetSlot]:
 
 
 def _default(kind: str, spec: list[Any]) -> Any:
-    opts = _opts(spec)
+    opts = spec_options(spec)
     if "default" in opts:
         return opts["default"]
     if kind == "COMBO":
@@ -101,12 +102,12 @@ def migrate_values(info: dict[str, Any], slots: list[WidgetSlot], values: list[A
     """The frontend's ``migrateWidgetsValues``: drop values saved for forceInput inputs by old versions."""
     names = {s.name for s in slots}
     specs = [(n, s) for n, s, _ in ordered_specs({**info, "input_order": None})
-             if n in names or _opts(s).get("forceInput")]
-    if not any(_opts(s).get("forceInput") for _, s in specs):
+             if n in names or spec_options(s).get("forceInput")]
+    if not any(spec_options(s).get("forceInput") for _, s in specs):
         return values
-    width = sum(2 if _opts(s).get("control_after_generate") or n in ("seed", "noise_seed") else 1 for n, s in specs)
+    width = sum(2 if spec_options(s).get("control_after_generate") or n in ("seed", "noise_seed") else 1 for n, s in specs)
     if width != len(values):
         return values
-    return [v for i, v in enumerate(values) if i >= len(specs) or not _opts(specs[i][1]).get("forceInput")]
+    return [v for i, v in enumerate(values) if i >= len(specs) or not spec_options(specs[i][1]).get("forceInput")]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from model_fetch import Settings, Store
 
 from . import store_roots
 from .catalog import Catalog
@@ -21,10 +20,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PackFetch:
-    """model_fetch bound to this ComfyUI process: one store, its catalog and its downloads."""
+    """model_fetch bound to this ComfyUI process: the catalog of its store (``catalog.store``) and its downloads."""
 
-    settings: Settings
-    store: Store
     catalog: Catalog
     downloads: Downloads
 
@@ -48,7 +45,7 @@ def context() -> PackFetch | None:
                 log.warning("fetch on first use disabled: %s. The loaders use files on disk only.", _disabled)
                 return None
             downloads = Downloads(settings, store)
-            _context = PackFetch(settings, store, Catalog(settings, store, downloads), downloads)
+            _context = PackFetch(Catalog(settings, store, downloads), downloads)
     return _context
 
 

@@ -81,11 +81,12 @@ def _fetcher() -> pack_fetch.PackFetch:
 
 
 def _status_document(fetcher: pack_fetch.PackFetch) -> dict[str, Any]:
+    store = fetcher.catalog.store
     try:
-        write_root = str(fetcher.store.write_root())
+        write_root = str(store.write_root())
     except PermissionError:
         write_root = None
-    return {"enabled": True, "roots": [str(r) for r in fetcher.store.roots], "write_root": write_root,
+    return {"enabled": True, "roots": [str(r) for r in store.roots], "write_root": write_root,
             "manifests": [str(p) for p in fetcher.catalog.manifest_paths()], "models": fetcher.catalog.status()}
 
 

@@ -1,9 +1,5 @@
-"""Where fetch on first use gets model_fetch, its settings and its store inside ComfyUI.
-
-Import: ``model_fetch`` as an installed package, the ``model-fetch`` requirement of the pack's
-requirements.txt (in this repository's environments the repository itself is installed), imported
-normally. Never through ``sys.path``. When it is missing, the pack does not load and says which
-command installs it (``__init__.py``).
+"""The store of fetch on first use inside ComfyUI: its settings, its models roots, and their folders
+registered with ComfyUI.
 
 Store (the models roots model_fetch reads and writes):
 
